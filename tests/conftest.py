@@ -1,0 +1,38 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("VAE_LAB_DATA", REPO.parent / "shared" / "data")).resolve()
+# Tiny but real trainings: a few hundred steps on real MNIST, quiet, on the CPU.
+SHORT_RUN = [
+    "trainer.limit_train_batches=100", "trainer.limit_val_batches=20",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "trainer.accelerator=cpu", "trainer.log_every_n_steps=10",
+]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not (DATA_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.fail(f"MNIST not found under {DATA_ROOT}; set VAE_LAB_DATA to a folder holding MNIST/raw/")
+    return DATA_ROOT
+
+
+def make_config(output_dir: Path, *overrides: str):
+    """The config `python train.py <overrides>` would get, writing into output_dir."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"output_dir={output_dir}", f"data.root={DATA_ROOT}", *overrides])
+
+
+def run_train(*overrides: str, run_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """Run train.py as a user would, in a subprocess; run_dir becomes hydra.run.dir."""
+    args = [sys.executable, "train.py", *overrides]
+    if run_dir is not None:
+        args.append(f"hydra.run.dir={run_dir}")
+    env = {**os.environ, "VAE_LAB_DATA": str(DATA_ROOT)}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

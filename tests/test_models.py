@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from vae_lab.models import CVAE, ConvVAE, DenseVAE
+
+MODELS = {"dense": DenseVAE, "conv": ConvVAE, "cvae": CVAE}
+# Parameter counts of the reference course project's models at z_dim=20.
+REFERENCE_PARAMETERS = {"dense": 476_216, "conv": 826_424, "cvae": 330_824}
+
+
+def labels_for(model, n):
+    return torch.arange(n) % 10 if model.num_classes else None
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_count_matches_reference(name):
+    model = MODELS[name](z_dim=20)
+    assert sum(p.numel() for p in model.parameters()) == REFERENCE_PARAMETERS[name]
+
+
+@pytest.mark.parametrize("z_dim", [2, 20])
+@pytest.mark.parametrize("name", MODELS)
+def test_shapes(name, z_dim):
+    model = MODELS[name](z_dim=z_dim)
+    x, y = torch.rand(5, 1, 28, 28), labels_for(model, 5)
+    mu, logvar = model.encode(x, y)
+    assert mu.shape == logvar.shape == (5, z_dim)
+    assert model.decode(mu, y).shape == (5, 1, 28, 28)
+    logits, mu2, logvar2 = model(x, y)
+    assert logits.shape == (5, 1, 28, 28) and mu2.shape == logvar2.shape == (5, z_dim)
+    samples = model.sample(7, labels_for(model, 7))
+    assert samples.shape == (7, 1, 28, 28)
+    assert samples.min() >= 0 and samples.max() <= 1
+
+
+def test_conv_encoder_keeps_4x14x14_before_flatten():
+    convolutions = ConvVAE().encoder[:6]
+    assert convolutions(torch.rand(2, 1, 28, 28)).shape == (2, 4, 14, 14)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_sample_applies_sigmoid_exactly_once(name):
+    model = MODELS[name](z_dim=3)
+    with torch.no_grad():  # push logits far from 0 so a second sigmoid would show
+        model.decoder[-1].bias.fill_(-6.0)
+    y = labels_for(model, 4)
+    torch.manual_seed(1)
+    samples = model.sample(4, y)
+    torch.manual_seed(1)
+    expected = torch.sigmoid(model.decode(torch.randn(4, 3), y))
+    torch.testing.assert_close(samples, expected)
+    assert samples.max() < 0.05  # sigmoid(sigmoid(.)) would be >= 0.5
+
+
+def test_cvae_needs_labels_and_uses_them():
+    model = CVAE(z_dim=2)
+    with pytest.raises(ValueError, match="labels"):
+        model.encode(torch.rand(2, 1, 28, 28))
+    z = torch.zeros(2, 2)
+    three, seven = model.decode(z, torch.tensor([3, 3])), model.decode(z, torch.tensor([7, 7]))
+    assert not torch.allclose(three, seven)
+
+
+def test_reparameterize_has_the_posterior_moments():
+    torch.manual_seed(0)
+    mu, logvar = torch.tensor([[1.5, -2.0]]).expand(200_000, 2), torch.tensor([[0.0, -2.0]]).expand(200_000, 2)
+    z = DenseVAE.reparameterize(mu, logvar)
+    torch.testing.assert_close(z.mean(0), torch.tensor([1.5, -2.0]), atol=0.01, rtol=0)
+    torch.testing.assert_close(z.var(0), torch.tensor([1.0, torch.exp(torch.tensor(-2.0)).item()]), atol=0.01, rtol=0.02)

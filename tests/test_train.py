@@ -1,0 +1,79 @@
+"""Short real trainings on real MNIST, through train.py as a user runs it."""
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import SHORT_RUN, make_config, run_train
+from vae_lab.train import train
+
+SCALARS = [f"{split}/{term}" for split in ("train", "val") for term in ("loss", "recon", "kl")]
+
+
+def scalars(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def short_runs(tmp_path_factory, data_root):
+    """Trains each "model-loss" pair once per module: 2 epochs of 100 steps."""
+    done = {}
+
+    def get(name):
+        if name not in done:
+            model, loss = name.split("-")
+            run_dir = tmp_path_factory.mktemp(name)
+            result = run_train(f"model={model}", f"loss={loss}", "epochs=2", *SHORT_RUN, run_dir=run_dir)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[name] = model, loss, run_dir
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(params=["dense-bce", "conv-mse", "cvae-bce"])
+def finished_run(request, short_runs):
+    return short_runs(request.param)
+
+
+def test_validation_loss_falls_clearly_below_its_initial_value(finished_run):
+    _, _, run_dir = finished_run
+    val_loss = scalars(run_dir)["val/loss"]
+    (first_step, initial), (last_step, final) = val_loss[0], val_loss[-1]
+    assert first_step == 0 and last_step == 199
+    assert final < 0.6 * initial, val_loss
+
+
+def test_run_folder_has_events_checkpoints_and_resolved_config(finished_run):
+    model, loss, run_dir = finished_run
+    assert set(SCALARS) <= set(scalars(run_dir))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["_target_"].startswith(f"vae_lab.models.{model}.")
+    assert config["loss"]["likelihood"] == loss and config["output_dir"] == str(run_dir)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["vae_lab_config"] == config and checkpoint["global_step"] == 200
+
+
+def test_resume_continues_from_the_checkpoint(short_runs, tmp_path):
+    _, _, run_dir = short_runs("dense-bce")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    result = run_train("epochs=3", f"ckpt_path={last}", *SHORT_RUN, run_dir=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 300 and resumed["epoch"] == 2
+    steps = [step for step, _ in scalars(tmp_path)["train/loss"]]
+    assert min(steps) >= 200  # continued where it stopped, not from scratch
+
+
+def test_same_seed_gives_identical_runs(tmp_path):
+    overrides = ["epochs=1", "seed=7", *SHORT_RUN, "trainer.limit_train_batches=20", "trainer.limit_val_batches=5"]
+    losses = [train(make_config(tmp_path / run, *overrides)) for run in ("a", "b")]
+    weights = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+               for run in ("a", "b")]
+    assert losses[0] == losses[1]
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name

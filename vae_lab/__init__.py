@@ -1,0 +1,1 @@
+"""vae_lab: config-driven variational autoencoder experiments on handwritten digits."""

@@ -1,0 +1,85 @@
+"""MNIST held in memory as tensors, batched by index.
+
+Each split is decoded once into a float tensor (N, 1, 28, 28) with pixels in [0, 1] and int64
+labels (N,). Batches are gathered with one index per batch, instead of one PIL image at a time
+through ``ToTensor``, which on a small CPU costs several times the training step itself.
+"""
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torchvision.datasets import MNIST
+
+from vae_lab.errors import VaeLabError
+
+HOW_TO_POINT = "set data.root=... or VAE_LAB_DATA to a folder holding MNIST/raw/, or data.download=true"
+
+
+class EpochBatchSampler(Sampler):
+    """Yields index batches (LongTensor) over n items; the order depends only on (seed, epoch).
+
+    Deriving the permutation from the epoch number, rather than from a generator's running state,
+    makes the order of any epoch reproducible, also after resuming from a checkpoint.
+    Lightning calls ``set_epoch`` at the start of every training epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator)
+        else:
+            order = torch.arange(self.n)
+        return iter(order.split(self.batch_size))
+
+
+def load_mnist(root: str | os.PathLike, train: bool, download: bool) -> TensorDataset:
+    """One MNIST split as TensorDataset(images (N, 1, 28, 28) float in [0, 1], labels (N,) int64)."""
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise VaeLabError(f"data root {root} is a file, not a folder; {HOW_TO_POINT}")
+    try:
+        dataset = MNIST(root, train=train, download=download)
+    except RuntimeError as error:  # torchvision: "Dataset not found" / failed download
+        raise VaeLabError(
+            f"MNIST not found in {root.resolve() / 'MNIST' / 'raw'} ({error}); {HOW_TO_POINT}"
+        ) from None
+    images = dataset.data.unsqueeze(1).float().div_(255)
+    return TensorDataset(images, dataset.targets.long())
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """Train on the 60,000 training digits, validate on the 10,000 test digits."""
+
+    def __init__(self, root: str, batch_size: int = 128, download: bool = True, seed: int = 0):
+        super().__init__()
+        self.root, self.batch_size, self.download, self.seed = root, batch_size, download, seed
+        self.train_set = self.val_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = load_mnist(self.root, train=True, download=self.download)
+            self.val_set = load_mnist(self.root, train=False, download=self.download)
+
+    def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
+        sampler = EpochBatchSampler(len(dataset), self.batch_size, shuffle, self.seed)
+        # batch_size=None: the sampler already yields whole batches of indices, which
+        # TensorDataset gathers in one indexing operation per tensor.
+        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
