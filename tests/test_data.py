@@ -1,6 +1,9 @@
+import re
+
 import pytest
 import torch
 
+from conftest import DATA_ROOT
 from vae_lab.data import EpochBatchSampler, MNISTDataModule, load_mnist
 from vae_lab.errors import VaeLabError
 
@@ -47,3 +50,45 @@ def test_missing_data_says_where_it_looked_and_how_to_fix(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(VaeLabError, match="is a file"):
         load_mnist(tmp_path / "file", train=True, download=False)
+
+
+def write_bad_copy(raw, how):
+    """Copies the real t10k images and labels into raw/, then damages one of them as ``how`` says."""
+    raw.mkdir(parents=True)
+    images, labels = (raw / name for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    source = DATA_ROOT / "MNIST" / "raw"
+    image_bytes, label_bytes = (source / images.name).read_bytes(), (source / labels.name).read_bytes()
+    if how == "truncated images":
+        image_bytes = image_bytes[: len(image_bytes) // 2]
+    elif how == "images shorter than their header":
+        image_bytes = image_bytes[:10]
+    elif how == "trailing bytes":
+        image_bytes += bytes(784)
+    elif how == "wrong magic":  # a label file where the images should be
+        image_bytes = label_bytes
+    elif how == "counts disagree":  # the header and size of 9,999 labels for 10,000 images
+        label_bytes = label_bytes[:4] + (9_999).to_bytes(4, "big") + label_bytes[8:-1]
+    elif how == "label out of range":
+        label_bytes = label_bytes[:100] + bytes([10]) + label_bytes[101:]
+    images.write_bytes(image_bytes)
+    labels.write_bytes(label_bytes)
+    return images, labels
+
+
+BAD_DATA = {
+    "truncated images": ("images", r"truncated: header declares 10000x28x28 bytes of data \(7840016 bytes in all\), file has 3920008"),
+    "images shorter than their header": ("images", r"truncated \(10 bytes, shorter than the IDX header\)"),
+    "trailing bytes": ("images", r"has trailing bytes: header declares 10000x28x28 bytes .* file has 7840800"),
+    "wrong magic": ("images", r"wrong magic number 2049 \(expected 2051\); not an MNIST file of this kind"),
+    "counts disagree": ("labels", r"9999 labels, but t10k-images-idx3-ubyte holds 10000 images"),
+    "label out of range": ("labels", r"label 10 at index 92 is not a digit 0..9"),
+}
+
+
+@pytest.mark.parametrize("how", BAD_DATA)
+def test_bad_mnist_file_gives_one_line_naming_the_file_and_the_fault(how, tmp_path, data_root):
+    images, labels = write_bad_copy(tmp_path / "MNIST" / "raw", how)
+    which, fault = BAD_DATA[how]
+    bad_file = images if which == "images" else labels
+    with pytest.raises(VaeLabError, match=rf"^{re.escape(str(bad_file))}: {fault}$"):
+        load_mnist(tmp_path, train=False, download=False)

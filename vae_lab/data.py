@@ -4,7 +4,9 @@ Each split is decoded once into a float tensor (N, 1, 28, 28) with pixels in [0,
 labels (N,). Batches are gathered with one index per batch, instead of one PIL image at a time
 through ``ToTensor``, which on a small CPU costs several times the training step itself.
 """
+import math
 import os
+import struct
 from pathlib import Path
 
 import lightning as L
@@ -44,11 +46,50 @@ class EpochBatchSampler(Sampler):
         return iter(order.split(self.batch_size))
 
 
+def _idx_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
+    """The dimensions (count, ...) declared by an IDX file, checked against its magic number and size."""
+    header_bytes, size = 4 * (1 + ndim), path.stat().st_size
+    if size < header_bytes:
+        raise VaeLabError(f"{path}: truncated ({size} bytes, shorter than the IDX header)")
+    with open(path, "rb") as f:
+        found_magic, *dims = struct.unpack(f">{1 + ndim}i", f.read(header_bytes))  # big-endian int32s
+    if found_magic != magic:
+        raise VaeLabError(f"{path}: wrong magic number {found_magic} (expected {magic}); not an MNIST file of this kind")
+    expected = header_bytes + math.prod(dims)  # one byte per pixel or label
+    if size != expected:
+        problem = "truncated" if size < expected else "has trailing bytes"
+        raise VaeLabError(f"{path}: {problem}: header declares {'x'.join(map(str, dims))} bytes of data "
+                          f"({expected} bytes in all), file has {size}")
+    return tuple(dims)
+
+
+def check_mnist_files(images: Path, labels: Path) -> None:
+    """Raise VaeLabError naming the file unless images and labels are whole IDX files that agree.
+
+    torchvision reads whatever the header says without these checks, so a bad file would otherwise
+    crash with a shape error or, worse, load as a partial data set.
+    """
+    n_images, rows, cols = _idx_header(images, magic=2051, ndim=3)
+    if (rows, cols) != (28, 28):
+        raise VaeLabError(f"{images}: images of {rows}x{cols} pixels, expected 28x28")
+    (n_labels,) = _idx_header(labels, magic=2049, ndim=1)
+    if n_labels != n_images:
+        raise VaeLabError(f"{labels}: {n_labels} labels, but {images.name} holds {n_images} images")
+    values = torch.frombuffer(bytearray(labels.read_bytes()[8:]), dtype=torch.uint8)
+    if values.max() > 9:
+        index = int(values.argmax())
+        raise VaeLabError(f"{labels}: label {int(values[index])} at index {index} is not a digit 0..9")
+
+
 def load_mnist(root: str | os.PathLike, train: bool, download: bool) -> TensorDataset:
     """One MNIST split as TensorDataset(images (N, 1, 28, 28) float in [0, 1], labels (N,) int64)."""
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise VaeLabError(f"data root {root} is a file, not a folder; {HOW_TO_POINT}")
+    raw, split = root / "MNIST" / "raw", "train" if train else "t10k"
+    images, labels = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
+    if images.is_file() and labels.is_file():  # files torchvision downloads itself are checked by MD5
+        check_mnist_files(images, labels)
     try:
         dataset = MNIST(root, train=train, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found" / failed download
@@ -79,7 +120,12 @@ class MNISTDataModule(L.LightningDataModule):
         return DataLoader(dataset, sampler=sampler, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        loader = self._loader(self.train_set, shuffle=True)
+        if self.trainer is not None:
+            # Lightning draws the first batch before its own set_epoch call, so a resumed run
+            # would begin with epoch 0's order; start at the epoch Lightning is about to run.
+            loader.sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
