@@ -2,57 +2,60 @@
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from vae_lab.checkpoint import AtomicCheckpointIO, check_fits, load_checkpoint
+from vae_lab.config import check_config
 from vae_lab.errors import VaeLabError
+from vae_lab.guards import FiniteGuard
 from vae_lab.module import LitVAE
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise VaeLabError naming the first invalid value, before anything is built."""
-    rules = [
-        ("beta", cfg.beta >= 0, "must be >= 0"),
-        ("z_dim", isinstance(cfg.z_dim, int) and cfg.z_dim >= 1, "must be an integer >= 1"),
-        ("epochs", isinstance(cfg.epochs, int) and cfg.epochs >= 1, "must be an integer >= 1"),
-        ("batch_size", isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, "must be an integer >= 1"),
-        ("lr", cfg.lr > 0, "must be > 0"),
-    ]
-    for key, ok, requirement in rules:
-        if not ok:
-            raise VaeLabError(f"{key}={cfg[key]} {requirement} (e.g. python train.py {key}=...)")
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+def build(cfg: DictConfig, key: str, **kwargs):
+    """``instantiate(cfg[key])``; an argument its target rejects becomes one VaeLabError line."""
+    try:
+        return instantiate(cfg[key], **kwargs)
+    except InstantiationException as error:
+        reason = " ".join(str(error.__cause__ or error).split())
+        raise VaeLabError(f"{key}: {reason}") from None
 
 
 def train(cfg: DictConfig) -> float:
-    """Train (or resume) the run described by ``cfg``; returns the final val/loss per sample."""
+    """Train (or resume) the run described by ``cfg``; returns the final val/loss per sample.
+
+    Everything that can be checked (config, checkpoint, data, trainer arguments) is checked before
+    the run folder gets a file, so a refused run leaves nothing behind but what Hydra wrote.
+    """
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")  # fail on missing data now, before any training starts
     module = LitVAE(
-        model=instantiate(cfg.model),
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
+        model=build(cfg, "model"),
+        loss=build(cfg, "loss"),
+        optimizer=build(cfg, "optimizer"),
         seed=cfg.seed,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    if cfg.ckpt_path is not None:
+        check_fits(load_checkpoint(cfg.ckpt_path), module, cfg.ckpt_path)
+    datamodule = build(cfg, "data")
+    datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
+    output_dir = Path(cfg.output_dir)
     checkpoints = ModelCheckpoint(
         dirpath=output_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/loss",
         save_last=True, auto_insert_metric_name=False,
     )
     logger = TensorBoardLogger(output_dir, name="", version="", default_hp_metric=False)
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoints], default_root_dir=output_dir)
+    trainer = build(cfg, "trainer", logger=logger, callbacks=[checkpoints, FiniteGuard()],
+                    plugins=[AtomicCheckpointIO()], default_root_dir=output_dir)
 
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     if cfg.ckpt_path is None:
         # val/* at step 0: every loss curve starts from the untrained model
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     return trainer.callback_metrics["val/loss"].item()

@@ -1,0 +1,30 @@
+"""Checks on a composed config that need nothing heavier than OmegaConf, so bad input fails fast."""
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from vae_lab.errors import VaeLabError
+
+# What a run writes into its folder; a folder holding any of these belongs to another run.
+RUN_FILES = ("config.yaml", "checkpoints")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise VaeLabError naming the first invalid value, before anything is built."""
+    rules = [
+        ("beta", isinstance(cfg.beta, (int, float)) and cfg.beta >= 0, "must be a number >= 0"),
+        ("z_dim", isinstance(cfg.z_dim, int) and cfg.z_dim >= 1, "must be an integer >= 1"),
+        ("epochs", isinstance(cfg.epochs, int) and cfg.epochs >= 1, "must be an integer >= 1"),
+        ("batch_size", isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, "must be an integer >= 1"),
+        ("lr", isinstance(cfg.lr, (int, float)) and cfg.lr > 0, "must be a number > 0"),
+        ("seed", isinstance(cfg.seed, int) and cfg.seed >= 0, "must be an integer >= 0"),
+    ]
+    for key, ok, requirement in rules:
+        if not ok:
+            raise VaeLabError(f"{key}={cfg[key]} {requirement} (e.g. python train.py {key}=...)")
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    taken = [name for name in RUN_FILES if (Path(cfg.output_dir) / name).exists()]
+    if taken:
+        raise VaeLabError(f"output_dir={cfg.output_dir} already holds a run ({', '.join(taken)}); "
+                          "a new run needs a new folder (resume with ckpt_path=.../last.ckpt)")
