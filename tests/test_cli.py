@@ -7,6 +7,7 @@ BAD_OVERRIDES = {
     "beta=-1": "error: beta=-1",
     "z_dim=0": "error: z_dim=0",
     "z_dim=2.5": "error: z_dim=2.5",
+    "epochs=true": "error: epochs=True",
     "epochs=0": "error: epochs=0",
     "batch_size=0": "error: batch_size=0",
     "lr=-1": "error: lr=-1",

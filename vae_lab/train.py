@@ -13,11 +13,14 @@ from vae_lab.module import LitVAE
 
 def check_config(cfg: DictConfig) -> None:
     """Raise VaeLabError naming the first invalid value, before anything is built."""
+    def positive_int(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
     rules = [
         ("beta", cfg.beta >= 0, "must be >= 0"),
-        ("z_dim", isinstance(cfg.z_dim, int) and cfg.z_dim >= 1, "must be an integer >= 1"),
-        ("epochs", isinstance(cfg.epochs, int) and cfg.epochs >= 1, "must be an integer >= 1"),
-        ("batch_size", isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, "must be an integer >= 1"),
+        ("z_dim", positive_int(cfg.z_dim), "must be an integer >= 1"),
+        ("epochs", positive_int(cfg.epochs), "must be an integer >= 1"),
+        ("batch_size", positive_int(cfg.batch_size), "must be an integer >= 1"),
         ("lr", cfg.lr > 0, "must be > 0"),
     ]
     for key, ok, requirement in rules:
@@ -49,7 +52,8 @@ def train(cfg: DictConfig) -> float:
         save_last=True, auto_insert_metric_name=False,
     )
     logger = TensorBoardLogger(output_dir, name="", version="", default_hp_metric=False)
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoints], default_root_dir=output_dir)
+    callbacks = [checkpoints, instantiate(cfg.figures)]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=output_dir)
 
     if cfg.ckpt_path is None:
         # val/* at step 0: every loss curve starts from the untrained model
