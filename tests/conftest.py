@@ -23,6 +23,30 @@ def data_root() -> Path:
     return DATA_ROOT
 
 
+# Short runs that several test modules inspect, each trained once per session (2 epochs of 100 steps).
+SHORT_RUNS = {
+    "dense-bce": ["model=dense", "loss=bce"],            # z_dim=20: traversal and embedding
+    "conv-mse-z2": ["model=conv", "loss=mse", "z_dim=2"],  # manifold and latent scatter
+    "cvae-bce": ["model=cvae", "loss=bce"],              # digit rows
+}
+
+
+@pytest.fixture(scope="session")
+def short_runs(tmp_path_factory, data_root):
+    """short_runs(name) -> run folder of the finished SHORT_RUNS[name] run."""
+    done = {}
+
+    def get(name):
+        if name not in done:
+            run_dir = tmp_path_factory.mktemp(name)
+            result = run_train(*SHORT_RUNS[name], "epochs=2", *SHORT_RUN, run_dir=run_dir)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[name] = run_dir
+        return done[name]
+
+    return get
+
+
 def make_config(output_dir: Path, *overrides: str):
     """The config `python train.py <overrides>` would get, writing into output_dir."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

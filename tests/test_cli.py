@@ -11,6 +11,7 @@ BAD_OVERRIDES = {
     "beta=abc": "error: beta=abc must be a number >= 0",
     "z_dim=0": "error: z_dim=0 must be an integer >= 1",
     "z_dim=2.5": "error: z_dim=2.5 must be an integer >= 1",
+    "epochs=true": "error: epochs=True must be an integer >= 1",
     "epochs=0": "error: epochs=0 must be an integer >= 1",
     "batch_size=0": "error: batch_size=0 must be an integer >= 1",
     "batch_size=abc": "error: batch_size=abc must be an integer >= 1",

@@ -4,7 +4,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import SHORT_RUN, make_config, run_train
+from conftest import SHORT_RUN, SHORT_RUNS, make_config, run_train
 from vae_lab.train import train
 
 SCALARS = [f"{split}/{term}" for split in ("train", "val") for term in ("loss", "recon", "kl")]
@@ -16,26 +16,10 @@ def scalars(run_dir):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="module")
-def short_runs(tmp_path_factory, data_root):
-    """Trains each "model-loss" pair once per module: 2 epochs of 100 steps."""
-    done = {}
-
-    def get(name):
-        if name not in done:
-            model, loss = name.split("-")
-            run_dir = tmp_path_factory.mktemp(name)
-            result = run_train(f"model={model}", f"loss={loss}", "epochs=2", *SHORT_RUN, run_dir=run_dir)
-            assert result.returncode == 0, result.stderr[-3000:]
-            done[name] = model, loss, run_dir
-        return done[name]
-
-    return get
-
-
-@pytest.fixture(params=["dense-bce", "conv-mse", "cvae-bce"])
+@pytest.fixture(params=SHORT_RUNS)
 def finished_run(request, short_runs):
-    return short_runs(request.param)
+    model, loss = request.param.split("-")[:2]
+    return model, loss, short_runs(request.param)
 
 
 def test_validation_loss_falls_clearly_below_its_initial_value(finished_run):
@@ -59,7 +43,7 @@ def test_run_folder_has_events_checkpoints_and_resolved_config(finished_run):
 
 
 def test_resume_continues_from_the_checkpoint(short_runs, tmp_path):
-    _, _, run_dir = short_runs("dense-bce")
+    run_dir = short_runs("dense-bce")
     last = run_dir / "checkpoints" / "last.ckpt"
     result = run_train("epochs=3", f"ckpt_path={last}", *SHORT_RUN, run_dir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

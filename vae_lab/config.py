@@ -11,11 +11,14 @@ RUN_FILES = ("config.yaml", "checkpoints")
 
 def check_config(cfg: DictConfig) -> None:
     """Raise VaeLabError naming the first invalid value, before anything is built."""
+    def positive_int(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
     rules = [
         ("beta", isinstance(cfg.beta, (int, float)) and cfg.beta >= 0, "must be a number >= 0"),
-        ("z_dim", isinstance(cfg.z_dim, int) and cfg.z_dim >= 1, "must be an integer >= 1"),
-        ("epochs", isinstance(cfg.epochs, int) and cfg.epochs >= 1, "must be an integer >= 1"),
-        ("batch_size", isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, "must be an integer >= 1"),
+        ("z_dim", positive_int(cfg.z_dim), "must be an integer >= 1"),
+        ("epochs", positive_int(cfg.epochs), "must be an integer >= 1"),
+        ("batch_size", positive_int(cfg.batch_size), "must be an integer >= 1"),
         ("lr", isinstance(cfg.lr, (int, float)) and cfg.lr > 0, "must be a number > 0"),
         ("seed", isinstance(cfg.seed, int) and cfg.seed >= 0, "must be an integer >= 0"),
     ]

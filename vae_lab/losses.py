@@ -20,7 +20,8 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def reconstruction_error(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
     """Per-sample reconstruction term (B,), summed over the 784 pixels.
 
-    ``bce``: −log p(x|z) of a Bernoulli decoder in nats (x in [0, 1]; grey levels are allowed).
+    ``bce``: −log p(x|z) of a Bernoulli decoder in nats. Grey levels in [0, 1] are allowed, but then
+    it is a cross-entropy rather than a likelihood, not comparable to NLLs on binarized digits.
     ``mse``: squared error of sigmoid(logits) against x — a Gaussian decoder with fixed variance
     σ² = 1/2, up to a constant (so it is *not* in nats, and its β is not the ``bce`` β).
     """

@@ -49,8 +49,9 @@ def train(cfg: DictConfig) -> float:
         save_last=True, auto_insert_metric_name=False,
     )
     logger = TensorBoardLogger(output_dir, name="", version="", default_hp_metric=False)
-    trainer = build(cfg, "trainer", logger=logger, callbacks=[checkpoints, FiniteGuard()],
-                    plugins=[AtomicCheckpointIO()], default_root_dir=output_dir)
+    callbacks = [checkpoints, FiniteGuard(), build(cfg, "figures")]
+    trainer = build(cfg, "trainer", logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                    default_root_dir=output_dir)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)

@@ -1,0 +1,104 @@
+"""Draw pictures from a trained run.
+
+    python -m vae_lab.generate run=outputs/<run folder> [n=64] [label=7] [between=[0,1]] [out=DIR]
+
+Writes into ``out`` (default ``<run folder>/generated``):
+  samples.png, samples.npy  n samples, array (n, 28, 28) float32 in [0, 1]
+                            (cvae: of digit ``label``, or digits cycling 0-9 plus labels.npy)
+  digits.png                cvae: one row per digit, the same 10 z in every row
+  manifold.png              z_dim = 2: the 16x16 grid of decoded normal quantiles (cvae: needs label)
+  interpolation.png         decoded from 10 points between the posterior means of two test digits
+                            (indices ``between``; cvae: conditioned on ``label`` or the first digit)
+``run`` may also be a .ckpt file; ``seed`` (default 0) fixes the samples; ``data_root`` overrides
+where the test digits are read (default: the run's data.root, or VAE_LAB_DATA when set).
+"""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torchvision.utils import save_image
+
+from vae_lab import figures
+from vae_lab.checkpoints import load_model
+from vae_lab.data import load_mnist
+from vae_lab.errors import VaeLabError
+
+DEFAULTS = {"run": None, "n": 64, "label": None, "between": [0, 1], "seed": 0, "out": None, "data_root": None}
+
+
+def parse(argv: list[str]):
+    """key=value arguments over DEFAULTS; unknown keys and missing run are errors."""
+    options = OmegaConf.create(DEFAULTS)
+    OmegaConf.set_struct(options, True)
+    try:
+        options = OmegaConf.merge(options, OmegaConf.from_dotlist(argv))
+    except OmegaConfBaseException as error:
+        raise VaeLabError(f"{str(error).splitlines()[0]}; options are {', '.join(DEFAULTS)}") from None
+    if options.run is None:
+        raise VaeLabError("give the run: python -m vae_lab.generate run=outputs/<run folder or .ckpt>")
+    if not isinstance(options.n, int) or options.n < 1:
+        raise VaeLabError(f"n={options.n} must be an integer >= 1")
+    return options
+
+
+def check_label(model, label) -> None:
+    if label is None:
+        return
+    if not model.num_classes:
+        raise VaeLabError(f"label={label}: this model is not conditional; labels need model=cvae")
+    if not isinstance(label, int) or not 0 <= label < model.num_classes:
+        raise VaeLabError(f"label={label} must be a digit 0-{model.num_classes - 1}")
+
+
+def generate(options) -> Path:
+    """Writes the files described in the module docstring; returns the folder."""
+    model, config, checkpoint = load_model(options.run)
+    check_label(model, options.label)
+    data_root = options.data_root or os.environ.get("VAE_LAB_DATA") or config["data"]["root"]
+    test_images, test_labels = load_mnist(data_root, train=False, download=False).tensors
+    between = list(options.between)
+    if len(between) != 2 or not all(isinstance(i, int) and 0 <= i < len(test_images) for i in between):
+        raise VaeLabError(f"between={between} must be two test-set indices in 0-{len(test_images) - 1}")
+
+    out = Path(options.out) if options.out else checkpoint.parent.parent / "generated"
+    out.mkdir(parents=True, exist_ok=True)
+    z = torch.randn(options.n, model.z_dim, generator=torch.Generator().manual_seed(options.seed))
+    labels = None
+    if model.num_classes:
+        labels = torch.full((options.n,), options.label) if options.label is not None else torch.arange(options.n) % 10
+        np.save(out / "labels.npy", labels.numpy())
+        save_image(figures.digit_rows(model, z[:10]), out / "digits.png")
+    images = figures.decode_images(model, z, labels)
+    np.save(out / "samples.npy", images.squeeze(1).numpy())
+    save_image(figures.grid(images, nrow=int(options.n ** 0.5)), out / "samples.png")
+
+    if model.z_dim == 2 and (not model.num_classes or options.label is not None):
+        latents = figures.manifold_latents()
+        condition = None if options.label is None else torch.full((len(latents),), options.label)
+        save_image(figures.grid(figures.decode_images(model, latents, condition), figures.GRID_SIDE),
+                   out / "manifold.png")
+
+    mu, _ = figures.posterior_means(model, test_images[between], test_labels[between])
+    weights = torch.linspace(0, 1, 10).unsqueeze(1)
+    path = (1 - weights) * mu[0] + weights * mu[1]
+    condition = None
+    if model.num_classes:
+        condition = torch.full((10,), options.label if options.label is not None else int(test_labels[between[0]]))
+    save_image(figures.grid(figures.decode_images(model, path, condition), nrow=10), out / "interpolation.png")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        out = generate(parse(sys.argv[1:] if argv is None else argv))
+    except VaeLabError as error:
+        sys.exit(f"error: {error}")
+    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+
+
+if __name__ == "__main__":
+    main()
