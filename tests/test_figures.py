@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 from conftest import REPO
 from vae_lab import figures
-from vae_lab.checkpoints import load_model
+from vae_lab.checkpoint import load_model
 from vae_lab.generate import main as generate_main
 from vae_lab.models import DenseVAE
 
@@ -179,7 +179,7 @@ def test_generate_errors_are_one_line(short_runs, tmp_path):
     corrupt.write_bytes((dense / "checkpoints" / "last.ckpt").read_bytes()[:5000])
     cases = {
         f"run={tmp_path / 'missing'}": "no checkpoint at",
-        f"run={corrupt}": "is not a readable vae_lab checkpoint",
+        f"run={corrupt}": "not a readable checkpoint (truncated or corrupt)",
         f"run={cvae} label=10": "label=10 must be a digit 0-9",
         f"run={dense} label=3": "label=3: this model is not conditional",
         f"run={dense} colour=red": "Key 'colour' is not in struct",

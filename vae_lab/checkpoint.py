@@ -10,9 +10,11 @@ import re
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vae_lab.errors import VaeLabError
+from vae_lab.models import VAE
 from vae_lab.module import LitVAE
 
 # What Lightning needs to resume a run (a weights-only export lacks the optimizer and loop state).
@@ -68,3 +70,33 @@ def check_fits(checkpoint: dict, module: LitVAE, path: str | os.PathLike) -> Non
         theirs = f"{model.get('_target_', 'another model')} (z_dim={model.get('z_dim', '?')})"
         ours = f"{type(module.model).__module__}.{type(module.model).__name__} (z_dim={module.model.z_dim})"
         raise VaeLabError(f"{path}: holds weights of {theirs}, which do not fit the configured model {ours}")
+
+
+def find_checkpoint(run: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or ``<run folder>/checkpoints/last.ckpt``."""
+    path = Path(run).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise VaeLabError(f"no checkpoint at {path}: give a run folder (outputs/...) or a .ckpt file")
+    return path
+
+
+def load_model(run: str | os.PathLike) -> tuple[VAE, dict, Path]:
+    """Rebuild a trained model from a run folder or checkpoint alone.
+
+    Returns (model in eval mode on the CPU, the run's resolved config, the checkpoint's path).
+    """
+    path = find_checkpoint(run)
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.get("vae_lab_config")
+    if not isinstance(config, dict) or "model" not in config:
+        raise VaeLabError(f"{path}: holds no vae_lab_config to rebuild the model from")
+    model = instantiate(config["model"])
+    weights = {name.removeprefix("model."): tensor for name, tensor in checkpoint["state_dict"].items()}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise VaeLabError(f"{path}: weights do not fit {config['model']['_target_']} "
+                          f"({str(error).splitlines()[0]})") from None
+    return model.eval(), config, path

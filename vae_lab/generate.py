@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torchvision.utils import save_image
 
 from vae_lab import figures
-from vae_lab.checkpoints import load_model
+from vae_lab.checkpoint import load_model
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
 
