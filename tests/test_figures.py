@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import TensorDataset
@@ -67,6 +68,9 @@ def test_hparams_and_projector_embedding(short_runs):
     _, events = image_tags(run_dir)
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert set(events.Tags()["scalars"]) >= {"hparams/val_loss", "hparams/train_loss"}
+    hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
+    assert hparams == {"model": "dense", "loss": "bce", "beta": 1.0, "z_dim": 20, "epochs": 2,
+                       "batch_size": 128, "lr": 1e-3, "seed": 0}
     embedding = next(run_dir.glob("*/test_posterior_means"))
     means = np.loadtxt(embedding / "tensors.tsv")
     assert means.shape == (10_000, 20)

@@ -47,7 +47,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint at ``path`` (tensors on the CPU), or VaeLabError with one line naming the file."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as error:
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
         raise VaeLabError(f"{path}: cannot read it ({error.strerror})") from None
     except Exception as error:  # torch.load fails on damaged files with many exception types
         unsafe = isinstance(error, pickle.UnpicklingError) and re.search(r"Unsupported global: GLOBAL (\S+)", str(error))

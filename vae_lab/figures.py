@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files and TensorBoard only, never a window
 import matplotlib.pyplot as plt
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from scipy.stats import norm
 from torchvision.utils import make_grid, save_image
 
@@ -184,6 +185,8 @@ class FigureLogger(Callback):
                 global_step=trainer.global_step, tag="test_posterior_means",
             )
         trainer.logger.log_hyperparams(run_hyperparameters(pl_module.config), final_metrics(trainer))
+        # Lightning wrote hparams.yaml at the start, from the (empty) module hparams; fill it in.
+        save_hparams_to_yaml(Path(trainer.logger.log_dir) / "hparams.yaml", trainer.logger.hparams)
 
 
 def run_hyperparameters(config: dict) -> dict:
