@@ -1,6 +1,7 @@
 """Sweeps as a user runs them (sweep.sh, the joblib launcher, the Optuna sweeper), the presets,
 the SLURM launcher config and the sweep report; see docs/sweeps.md."""
 import os
+import re
 
 import joblib
 import pytest
@@ -8,7 +9,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import REPO, TINY_RUN, run_sweep, scalars
+from conftest import REPO, TINY_RUN, run_sweep, scalars, table_rows
 from vae_lab import report
 
 TINY_SWEEP = ["epochs=1", *TINY_RUN]
@@ -22,9 +23,9 @@ def composed(*overrides: str):
 
 @pytest.fixture(scope="module")
 def beta_sweep(tmp_path_factory, data_root):
-    """A 2-run sweep through ./sweep.sh: the z=2 β-sweep preset with its grid cut to β = 1, 16."""
+    """A 2-run sweep through ./sweep.sh, switched to the z=2 β-sweep preset with its grid cut to β = 1, 16."""
     sweep_dir = tmp_path_factory.mktemp("beta_sweep")
-    result = run_sweep("+experiment=conv_mse_z2_beta", "beta=1,16", *TINY_SWEEP,
+    result = run_sweep("experiment=conv_mse_z2_beta", "beta=1,16", *TINY_SWEEP,
                        sweep_dir=sweep_dir, command=("./sweep.sh",))
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir
@@ -63,18 +64,11 @@ def test_joblib_runs_jobs_side_by_side_each_on_its_share_of_the_cores(parallel_s
     assert (sweep_dir / "1" / "checkpoints" / "last.ckpt").is_file()
 
 
-def report_rows(sweep_dir):
-    """report.md's table rows (header included) as lists of cells."""
-    text = (sweep_dir / "report.md").read_text()
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("| ") and not set(line) <= set("|- ")]
-
-
 def test_report_has_a_row_per_run_with_its_final_losses_and_the_plots(beta_sweep, capsys):
     report.main([str(beta_sweep)])
     assert capsys.readouterr().out == (f"wrote report.md, rate_distortion.png, samples_by_run.png, "
                                        f"manifolds_by_run.png to {beta_sweep}\n")
-    header, *rows = report_rows(beta_sweep)
+    header, *rows = table_rows((beta_sweep / "report.md").read_text())
     assert header == ["run", "beta", "status", "train loss", "val loss", "val recon", "val KL"]
     assert [row[:3] for row in rows] == [["0", "1", "finished"], ["1", "16", "finished"]]
     for row in rows:
@@ -91,7 +85,7 @@ def test_report_marks_the_failed_run_and_adds_metrics_json_columns(parallel_swee
     (sweep_dir / "1" / "metrics.json").write_text('{"fid": 12.5, "sharpness": 3, "note": "not a number"}')
     report.main([str(sweep_dir)])
     assert capsys.readouterr().out.startswith("wrote report.md, rate_distortion.png, samples_by_run.png to")
-    header, failed, finished = report_rows(sweep_dir)
+    header, failed, finished = table_rows((sweep_dir / "report.md").read_text())
     assert header == ["run", "lr", "status", "train loss", "val loss", "val recon", "val KL", "fid", "sharpness"]
     assert failed == ["0", "1000000.0", "**failed**", "—", "—", "—", "—", "—", "—"]
     assert finished[:3] == ["1", "0.001", "finished"] and finished[-2:] == ["12.5", "3"]
@@ -134,6 +128,16 @@ def test_preset_composes_to_its_reference_experiment(name):
     assert found == PRESETS[name]
     command = f"python train.py {'-m ' if params else ''}+experiment={name}"
     assert command in (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+
+
+def test_sweeps_page_lists_every_preset_with_its_command_and_numbers():
+    rows = {cells[0]: cells for cells in table_rows((REPO / "docs" / "sweeps.md").read_text())}
+    for name in PRESETS:
+        preset = (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+        row = rows[f"`{name}`"]
+        command = re.search(r"^#\s+(python train\.py .+)$", preset, re.M)[1]
+        assert f"`{command}`" in row[3], name
+        assert re.findall(r"\d+\.\d\d", row[2]) == re.findall(r"\d+\.\d\d", preset), name  # reference numbers
 
 
 def test_slurm_launcher_composes_with_partition_time_and_gpus_set():
