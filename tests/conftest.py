@@ -1,10 +1,12 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("VAE_LAB_DATA", REPO.parent / "shared" / "data")).resolve()
@@ -14,6 +16,8 @@ SHORT_RUN = [
     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu", "trainer.log_every_n_steps=10",
 ]
+# Tinier still: 5 training and 2 validation batches per epoch, for runs whose numbers do not matter.
+TINY_RUN = [*SHORT_RUN, "trainer.limit_train_batches=5", "trainer.limit_val_batches=2"]
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +64,30 @@ def run_train(*overrides: str, run_dir: Path | None = None) -> subprocess.Comple
         args.append(f"hydra.run.dir={run_dir}")
     env = {**os.environ, "VAE_LAB_DATA": str(DATA_ROOT)}
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def run_sweep(*overrides: str, sweep_dir: Path, command: tuple[str, ...] = ("train.py", "-m"),
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a sweep as a user would (`python train.py -m`, or e.g. `./sweep.sh`) into sweep_dir,
+    one run folder per job named by its number; env replaces os.environ."""
+    args = [*command, *overrides, f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}"]
+    if command[0].endswith(".py"):
+        args.insert(0, sys.executable)
+    env = {**(os.environ if env is None else env), "VAE_LAB_DATA": str(DATA_ROOT), "PYTHON": sys.executable}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def scalars(run_dir) -> dict:
+    """{tag: [(step, value), ...]} of every scalar in the run folder's TensorBoard events."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row, the separator rows excluded."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|") and not re.fullmatch(r"[|\s:-]+", line):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows

@@ -10,14 +10,16 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, table_rows
 from vae_lab.data import load_mnist
 from vae_lab.losses import reconstruction_error
 
 DOCS = REPO / "docs"
 CONF = REPO / "conf"
-GROUPS = ("model", "loss", "data", "trainer")
-OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in GROUPS}
+GROUPS = ("model", "loss", "data", "trainer")  # in the defaults list: every key is checked
+# picked with +experiment=NAME or on top of a Hydra plugin's config: only their rows are checked here
+EXTRA_GROUPS = ("experiment", "hydra/launcher", "hydra/sweeper")
+OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in (*GROUPS, *EXTRA_GROUPS)}
 TICKED = re.compile(r"`([^`]+)`")
 
 
@@ -33,15 +35,6 @@ def leaves(node, prefix=""):
 def composed(*overrides):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=False)
-
-
-def table_rows(text):
-    """The cells of every Markdown table row, header and separator rows excluded."""
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("|") and not re.fullmatch(r"[|\s:-]+", line):
-            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    return rows
 
 
 def same_value(documented: str, actual) -> bool:
@@ -86,12 +79,15 @@ def test_configuration_page_lists_every_key_and_option(config_keys):
         shown = TICKED.search(cell)
         assert shown and same_value(shown[1], expected), f"{key}: documented default {cell!r}, conf/ has {expected!r}"
 
-    option_rows = {TICKED.match(cells[0])[1]: cells for cells in rows if TICKED.match(cells[0]) and "=" in cells[0]}
-    for group in GROUPS:
+    option_rows = {TICKED.match(cells[0])[1].lstrip("+"): cells
+                   for cells in rows if TICKED.match(cells[0]) and "=" in cells[0]}
+    for group in OPTIONS:
         for option in OPTIONS[group]:
             row = option_rows.get(f"{group}={option}")
             assert row, f"option {group}={option} (conf/{group}/{option}.yaml) is not in docs/configuration.md"
             assert f"`conf/{group}/{option}.yaml`" in row
+            if group in EXTRA_GROUPS:
+                continue
             ticked = set(TICKED.findall(" | ".join(row)))
             for key, value in per_option[group, option].items():
                 if key.startswith(group + ".") and value != default.get(key):
@@ -99,7 +95,7 @@ def test_configuration_page_lists_every_key_and_option(config_keys):
     for name in option_rows:
         group, option = name.split("=", 1)
         assert option in OPTIONS.get(group, []), f"docs/configuration.md lists {name}, which conf/ does not have"
-    for group, option in re.findall(r"`conf/(\w+)/(\w+)\.yaml`", text):
+    for group, option in re.findall(r"`conf/([\w/]+)/(\w+)\.yaml`", text):
         assert (CONF / group / f"{option}.yaml").is_file(), f"conf/{group}/{option}.yaml does not exist"
 
 

@@ -8,14 +8,11 @@ import time
 import pytest
 import torch
 
-from conftest import DATA_ROOT, REPO, SHORT_RUN, make_config, run_train
-from test_train import scalars
+from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_sweep, run_train, scalars
 from vae_lab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vae_lab.errors import VaeLabError
 from vae_lab.module import LitVAE
 from vae_lab.train import train
-
-TINY_RUN = [*SHORT_RUN, "trainer.limit_train_batches=5", "trainer.limit_val_batches=2"]
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +120,7 @@ def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch, data_root):
 
 def test_absurd_lr_fails_its_run_and_the_rest_of_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
-    args = [sys.executable, "train.py", "-m", "lr=1e6,1e-3", "epochs=1", *TINY_RUN,
-            f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]
-    result = subprocess.run(args, cwd=REPO, env={**os.environ, "VAE_LAB_DATA": str(DATA_ROOT)},
-                            capture_output=True, text=True, timeout=600)
+    result = run_sweep("lr=1e6,1e-3", "epochs=1", *TINY_RUN, sweep_dir=sweep)
     assert result.returncode != 0
     assert "error: training loss became nan at step 1 (epoch 0); stopped, no checkpoint was saved yet" in result.stderr
     assert not (sweep / "0" / "checkpoints").exists()  # job 0 (lr=1e6) failed first ...

@@ -2,18 +2,11 @@
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import SHORT_RUN, SHORT_RUNS, make_config, run_train
+from conftest import SHORT_RUN, SHORT_RUNS, make_config, run_train, scalars
 from vae_lab.train import train
 
 SCALARS = [f"{split}/{term}" for split in ("train", "val") for term in ("loss", "recon", "kl")]
-
-
-def scalars(run_dir):
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 @pytest.fixture(params=SHORT_RUNS)

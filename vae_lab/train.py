@@ -1,7 +1,9 @@
 """Train one run from a composed config: ``train(cfg)``; ``python train.py`` wraps it with Hydra."""
+import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -13,6 +15,8 @@ from vae_lab.config import check_config
 from vae_lab.errors import VaeLabError
 from vae_lab.guards import FiniteGuard
 from vae_lab.module import LitVAE
+
+log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig, key: str, **kwargs):
@@ -55,6 +59,10 @@ def train(cfg: DictConfig) -> float:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    # Not earlier: a refused run's folder is removed only while train.log is empty. Parallel sweeps
+    # (hydra/launcher=joblib) share the cores: joblib gives each worker cores // n_jobs threads
+    # through OMP_NUM_THREADS, which torch reads when it starts.
+    log.info("torch uses %d CPU threads", torch.get_num_threads())
     if cfg.ckpt_path is None:
         # val/* at step 0: every loss curve starts from the untrained model
         trainer.validate(module, datamodule=datamodule, verbose=False)
