@@ -70,3 +70,42 @@ def test_active_units_counts_dimensions_whose_mean_varies():
     mu[:, 1] *= 0.05  # variance 0.0025: inactive
     mu[:, 3] = 2.0  # constant: inactive
     assert active_units(mu) == 3
+
+
+def evaluate(*args: str) -> subprocess.CompletedProcess:
+    env = {"VAE_LAB_DATA": str(DATA_ROOT), "OMP_NUM_THREADS": "1", "PATH": ""}
+    return subprocess.run([sys.executable, "-m", "vae_lab.evaluate", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["dense-bce", "conv-mse-z2"])
+def test_evaluate_writes_metrics_json_into_the_run_folder(name, short_runs):
+    run_dir = short_runs(name)
+    result = evaluate(f"run={run_dir}", "k=20", "n_images=100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads((run_dir / "metrics.json").read_text())
+    likelihood = "bce" if name == "dense-bce" else "mse"
+    assert found["likelihood"] == likelihood and found["binarize"] == "none"
+    assert f"test_nll_{'mse' if likelihood == 'bce' else 'bce'}" not in found  # never one key for both
+    assert found["iwae_k"] == 20 and found["n_images"] == 100
+    assert found["test_elbo"] == pytest.approx(-(found["test_recon"] + found["test_kl"]))
+    z_dim = 20 if name == "dense-bce" else 2
+    assert len(found["kl_per_dim"]) == z_dim and 0 <= found["active_units"] <= z_dim
+    assert sum(found["kl_per_dim"]) == pytest.approx(found["test_kl"], rel=1e-4)
+    nll = found[f"test_nll_{likelihood}"]
+    if likelihood == "bce":
+        assert nll < -found["test_elbo"]  # k = 20 tightens the one-sample bound
+    else:  # the Gaussian constant (784/2)·log π is in the NLL, not in the loss terms
+        assert nll < -found["test_elbo"] + 392 * math.log(math.pi)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "error: give the run"),
+    (("run=/no/such/run",), "error: no checkpoint at /no/such/run"),
+    (("run=x", "k=0"), "error: k=0 must be an integer >= 1"),
+    (("run=x", "kk=3"), "error: Key 'kk' is not in struct; options are run, k, n_images"),
+])
+def test_evaluate_errors_are_one_line(args, message):
+    result = evaluate(*args)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
