@@ -113,8 +113,10 @@ def load_classifier(path: str | os.PathLike | None = None) -> tuple[Classifier, 
 
 
 def main(argv: list[str] | None = None) -> None:
+    options = OmegaConf.create(DEFAULTS)
+    OmegaConf.set_struct(options, True)  # an unknown key is an error, not ignored
     try:
-        options = OmegaConf.merge(OmegaConf.structured(DEFAULTS), OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv))
+        options = OmegaConf.merge(options, OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv))
     except OmegaConfBaseException as error:
         sys.exit(f"error: {str(error).splitlines()[0]}; options are {', '.join(DEFAULTS)}")
     data_root = options.data_root or os.environ.get("VAE_LAB_DATA") or "data"

@@ -107,6 +107,8 @@ class EvaluateAtEnd(Callback):
     ``n_samples > 0`` needs the cached classifier."""
 
     def __init__(self, output_dir: str, k: int = 0, n_images: int = 10_000, n_samples: int = 0):
+        if min(k, n_images - 1, n_samples) < 0:
+            raise ValueError(f"k={k}, n_images={n_images}, n_samples={n_samples}: k and n_samples must be >= 0, n_images >= 1")
         self.output_dir, self.k, self.n_images, self.n_samples = Path(output_dir), k, n_images, n_samples
         # a missing classifier fails the run before training, not after it
         self.classifier = load_classifier() if k and n_samples else None
