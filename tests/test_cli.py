@@ -23,6 +23,8 @@ BAD_OVERRIDES = {
     "ckpt_path=train.py": "error: train.py: not a readable checkpoint (truncated or corrupt)",
     "data.root=/no/such/folder data.download=false": "error: MNIST not found in /no/such/folder/MNIST/raw",
     "data.root=train.py": "error: data root train.py is a file, not a folder",
+    "data.binarize=sometimes": "error: data.binarize=sometimes must be one of none, dynamic, static",
+    "evaluate.k=-1": "error: evaluate: k=-1, n_images=10000, n_samples=0: k and n_samples must be >= 0",
     "trainer.accelerator=banana": "error: trainer: You selected an invalid accelerator name: `accelerator='banana'`",
     "trainer.devices=0": "error: trainer: `Trainer(devices=0)` value is not a valid input",
     "+model.width=3": "error: model: DenseVAE.__init__() got an unexpected keyword argument 'width'",

@@ -44,6 +44,35 @@ def test_loader_yields_image_label_batches(data_root):
     assert len(datamodule.val_dataloader()) == -(-10_000 // 64)
 
 
+def test_binarization_draws_pixels_by_their_grey_level(data_root):
+    grey = load_mnist(data_root, train=False, download=False).tensors[0]
+    modules = {}
+    for binarize in ("none", "static", "dynamic"):
+        modules[binarize] = MNISTDataModule(str(data_root), download=False, seed=1, binarize=binarize)
+        modules[binarize].setup("fit")
+    assert modules["none"].val_set.tensors[0].equal(grey)
+    static, dynamic = modules["static"], modules["dynamic"]
+    assert dynamic.val_set.tensors[0].equal(static.val_set.tensors[0])  # one fixed draw of the test digits
+    binary = static.val_set.tensors[0]
+    assert set(binary.unique().tolist()) == {0.0, 1.0}
+    assert abs(binary.mean() - grey.mean()) < 1e-3  # E[draw] = grey level
+    train = dynamic.train_set.tensors[0]
+    assert ((train > 0) & (train < 1)).any()  # dynamic: the training split stays grey, batches are drawn
+
+    class Trainer:  # what on_after_batch_transfer reads of a Lightning Trainer
+        training, global_step = True, 0
+
+    dynamic.trainer = Trainer()
+    batch = dynamic.train_set.tensors[0][:64], dynamic.train_set.tensors[1][:64]
+    first, again = (dynamic.on_after_batch_transfer(batch, 0)[0] for _ in range(2))
+    Trainer.global_step = 1
+    second = dynamic.on_after_batch_transfer(batch, 0)[0]
+    assert first.equal(again) and not first.equal(second)  # depends on the step alone: resumes exactly
+    assert set(second.unique().tolist()) == {0.0, 1.0}
+    Trainer.training = False
+    assert dynamic.on_after_batch_transfer(batch, 0)[0].equal(batch[0])  # validation batches are left alone
+
+
 def test_missing_data_says_where_it_looked_and_how_to_fix(tmp_path):
     with pytest.raises(VaeLabError, match=r"MNIST not found in .*MNIST/raw.*VAE_LAB_DATA"):
         load_mnist(tmp_path / "nowhere", train=True, download=False)

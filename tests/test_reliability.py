@@ -23,9 +23,10 @@ def dense_checkpoint(tmp_path_factory, data_root):
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def test_killed_run_resumes_to_the_same_weights_and_metrics_as_an_uninterrupted_one(tmp_path, data_root):
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])  # dynamic: a fresh draw every step
+def test_killed_run_resumes_to_the_same_weights_and_metrics_as_an_uninterrupted_one(binarize, tmp_path, data_root):
     epochs, steps = 5, 20
-    overrides = [f"epochs={epochs}", *SHORT_RUN, f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=2"]
+    overrides = [f"epochs={epochs}", f"data.binarize={binarize}", *SHORT_RUN, f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=2"]
     whole = run_train(*overrides, run_dir=tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
 

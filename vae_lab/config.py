@@ -7,6 +7,7 @@ from vae_lab.errors import VaeLabError
 
 # What a run writes into its folder; a folder holding any of these belongs to another run.
 RUN_FILES = ("config.yaml", "checkpoints")
+BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.MNISTDataModule)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -25,6 +26,9 @@ def check_config(cfg: DictConfig) -> None:
     for key, ok, requirement in rules:
         if not ok:
             raise VaeLabError(f"{key}={cfg[key]} {requirement} (e.g. python train.py {key}=...)")
+    binarize = cfg.data.get("binarize", "none")
+    if binarize not in BINARIZE:
+        raise VaeLabError(f"data.binarize={binarize} must be one of {', '.join(BINARIZE)}")
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     taken = [name for name in RUN_FILES if (Path(cfg.output_dir) / name).exists()]

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.datasets import MNIST
 
+from vae_lab.config import BINARIZE
 from vae_lab.errors import VaeLabError
 
 HOW_TO_POINT = "set data.root=... or VAE_LAB_DATA to a folder holding MNIST/raw/, or data.download=true"
@@ -100,18 +101,53 @@ def load_mnist(root: str | os.PathLike, train: bool, download: bool) -> TensorDa
     return TensorDataset(images, dataset.targets.long())
 
 
-class MNISTDataModule(L.LightningDataModule):
-    """Train on the 60,000 training digits, validate on the 10,000 test digits."""
+def bernoulli_draw(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """Binary images of the same shape: each pixel is 1 with its grey level as probability.
 
-    def __init__(self, root: str, batch_size: int = 128, download: bool = True, seed: int = 0):
+    The draw depends only on ``seed`` (uniforms from a CPU generator, so also on a GPU tensor).
+    """
+    uniform = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
+    return (uniform.to(images.device) < images).to(images.dtype)
+
+
+def binarized_split(dataset: TensorDataset, binarize: str, seed: int, train: bool) -> TensorDataset:
+    """The split as the model sees it outside training batches: grey levels for ``none``, else one
+    fixed Bernoulli draw (the training split of ``dynamic`` stays grey; its batches are drawn anew)."""
+    if binarize == "none" or (train and binarize == "dynamic"):
+        return dataset
+    images, labels = dataset.tensors
+    return TensorDataset(bernoulli_draw(images, seed * 2 + train), labels)
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """Train on the 60,000 training digits, validate on the 10,000 test digits.
+
+    ``binarize``: ``none`` keeps grey levels in [0, 1]; ``static`` replaces both splits by one fixed
+    Bernoulli draw; ``dynamic`` draws every training batch anew (from the seed and the global step,
+    so a resumed run draws what an uninterrupted one would) and validates on one fixed draw.
+    """
+
+    def __init__(self, root: str, batch_size: int = 128, download: bool = True, seed: int = 0,
+                 binarize: str = "none"):
         super().__init__()
+        if binarize not in BINARIZE:
+            raise ValueError(f"binarize={binarize!r}: use one of {', '.join(BINARIZE)}")
         self.root, self.batch_size, self.download, self.seed = root, batch_size, download, seed
+        self.binarize = binarize
         self.train_set = self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = load_mnist(self.root, train=True, download=self.download)
-            self.val_set = load_mnist(self.root, train=False, download=self.download)
+            self.train_set, self.val_set = (
+                binarized_split(load_mnist(self.root, train, self.download), self.binarize, self.seed, train)
+                for train in (True, False)
+            )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            batch = bernoulli_draw(x, (self.seed * 1_000_003 + self.trainer.global_step) * 2 + 1), y
+        return batch
 
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
         sampler = EpochBatchSampler(len(dataset), self.batch_size, shuffle, self.seed)

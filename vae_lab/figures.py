@@ -4,6 +4,7 @@ Every function takes a ``vae_lab.models`` model and returns tensors on the CPU; 
 changes the model or draws from the global random generator, so the same inputs always give
 the same picture.
 """
+import json
 from pathlib import Path
 
 import matplotlib
@@ -121,7 +122,7 @@ class FigureLogger(Callback):
     ``images/manifold`` and ``figures/latent_scatter`` (z_dim = 2) or ``images/traversal`` (z_dim > 2).
     At the end of training it writes the same pictures as PNGs into ``output_dir``, the test set's
     posterior means as a projector embedding (z_dim > 2) and the hyperparameters with the final
-    metrics (the HPARAMS tab).
+    metrics and those of ``metrics.json`` when the run has one (the HPARAMS tab).
     """
 
     def __init__(self, output_dir: str, every_n_epochs: int = 1, n_samples: int = 64):
@@ -184,7 +185,8 @@ class FigureLogger(Callback):
                 mu, metadata=self.labels.tolist(), label_img=self.images,
                 global_step=trainer.global_step, tag="test_posterior_means",
             )
-        trainer.logger.log_hyperparams(run_hyperparameters(pl_module.config), final_metrics(trainer))
+        trainer.logger.log_hyperparams(run_hyperparameters(pl_module.config),
+                                       {**final_metrics(trainer), **evaluation_metrics(self.output_dir)})
         # Lightning wrote hparams.yaml at the start, from the (empty) module hparams; fill it in.
         save_hparams_to_yaml(Path(trainer.logger.log_dir) / "hparams.yaml", trainer.logger.hparams)
 
@@ -203,3 +205,11 @@ def final_metrics(trainer) -> dict:
     metrics = trainer.callback_metrics
     names = {"val/loss": "val_loss", "val/recon": "val_recon", "val/kl": "val_kl", "train/loss_epoch": "train_loss"}
     return {f"hparams/{short}": metrics[tag].item() for tag, short in names.items() if tag in metrics}
+
+
+def evaluation_metrics(output_dir: Path) -> dict:
+    """The numbers in ``<output_dir>/metrics.json`` (``vae_lab.evaluate.EvaluateAtEnd``) under hparams/ tags."""
+    path = Path(output_dir) / "metrics.json"
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    return {f"hparams/{key}": value for key, value in found.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}

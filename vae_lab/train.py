@@ -53,7 +53,8 @@ def train(cfg: DictConfig) -> float:
         save_last=True, auto_insert_metric_name=False,
     )
     logger = TensorBoardLogger(output_dir, name="", version="", default_hp_metric=False)
-    callbacks = [checkpoints, FiniteGuard(), build(cfg, "figures")]
+    # evaluate before figures: FigureLogger puts metrics.json into the HPARAMS table
+    callbacks = [checkpoints, FiniteGuard(), build(cfg, "evaluate"), build(cfg, "figures")]
     trainer = build(cfg, "trainer", logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                     default_root_dir=output_dir)
 

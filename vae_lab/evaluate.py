@@ -1,0 +1,136 @@
+"""Measure a trained run on the test digits and write ``metrics.json`` into its folder.
+
+    python -m vae_lab.evaluate run=outputs/<run folder> [k=1000] [n_images=10000] [n_samples=10000]
+                               [seed=0] [out=FILE] [classifier=FILE]
+
+Writes (per test sample; what each means: docs/metrics.md):
+  test_elbo, test_recon, test_kl   the loss terms with one z ~ q(z|x) each (units of val/…)
+  test_nll_bce | test_nll_mse      −L_k, the importance-weighted bound with k samples (nats; for mse
+                                   the Gaussian density of σ² = 1/2, so the two never share a key)
+  iwae_k, n_images                 how it was measured
+  active_units, kl_per_dim         latent dimensions in use (Burda et al.), the KL of each (nats)
+  likelihood, binarize             the run's loss and data.binarize (the test digits are binarized alike)
+  fid, class_entropy, mean_max_prob, conditional_accuracy (cvae)
+                                   what the classifier of vae_lab.classifier makes of n_samples samples
+                                   (n_samples=0 skips them; the classifier must be trained once first)
+  classifier_test_accuracy         that classifier's measured accuracy on the test digits
+``run`` may also be a .ckpt file; ``out`` defaults to ``<run folder>/metrics.json``; ``classifier``
+to ``$VAE_LAB_CLASSIFIER`` or ``~/.cache/vae_lab/mnist_classifier.pt``; ``data_root``
+overrides where the test digits are read (default: VAE_LAB_DATA when set, else the run's data.root).
+On a CPU, k=1000 over all 10,000 test digits takes minutes to tens of minutes; k=100 is a quick look.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vae_lab import metrics
+from vae_lab.checkpoint import load_model
+from vae_lab.classifier import load_classifier
+from vae_lab.data import binarized_split, load_mnist
+from vae_lab.errors import VaeLabError
+
+DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "out": None,
+            "classifier": None, "data_root": None}
+
+
+def parse(argv: list[str]):
+    """key=value arguments over DEFAULTS; unknown keys, a missing run and bad numbers are errors."""
+    options = OmegaConf.create(DEFAULTS)
+    OmegaConf.set_struct(options, True)
+    try:
+        options = OmegaConf.merge(options, OmegaConf.from_dotlist(argv))
+    except OmegaConfBaseException as error:
+        raise VaeLabError(f"{str(error).splitlines()[0]}; options are {', '.join(DEFAULTS)}") from None
+    if options.run is None:
+        raise VaeLabError("give the run: python -m vae_lab.evaluate run=outputs/<run folder or .ckpt>")
+    for key, least in (("k", 1), ("n_images", 1), ("n_samples", 0)):
+        if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < least:
+            raise VaeLabError(f"{key}={options[key]} must be an integer >= {least}")
+    return options
+
+
+def load_test_digits(config: dict, data_root: str | None = None):
+    """(grey test digits, the same binarized as the run's data.binarize says); TensorDatasets."""
+    data = config["data"]
+    grey = load_mnist(data_root or os.environ.get("VAE_LAB_DATA") or data["root"], train=False, download=False)
+    return grey, binarized_split(grey, data.get("binarize", "none"), data["seed"], train=False)
+
+
+def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_samples: int = 0,
+            classifier: tuple | None = None, seed: int = 0, data_root: str | None = None) -> dict:
+    """The metrics of the module docstring for a model in eval mode (see docs/metrics.md).
+
+    ``classifier`` is what ``load_classifier`` returns; the sample metrics need it and n_samples > 0.
+    """
+    grey, seen = load_test_digits(config, data_root)
+    images, labels = (t[:n_images] for t in seen.tensors)
+    likelihood = config["loss"]["likelihood"]
+    terms = metrics.elbo_terms(model, images, labels, likelihood, seed=seed)
+    nll = -metrics.iwae_bound(model, images, labels, likelihood, k=k, seed=seed).mean().item()
+    result = {
+        "test_elbo": terms["elbo"], "test_recon": terms["recon"], "test_kl": terms["kl"],
+        f"test_nll_{likelihood}": nll, "iwae_k": k, "n_images": len(images),
+        **metrics.latent_metrics(model, images, labels),
+        "likelihood": likelihood, "binarize": config["data"].get("binarize", "none"),
+    }
+    if n_samples and classifier:
+        # FID against the grey digits: samples are pixel probabilities, the mean of a binarized draw
+        result.update(metrics.sample_quality(model, classifier[0], grey.tensors[0], n_samples, seed),
+                      n_samples=n_samples, classifier_test_accuracy=classifier[1])
+    return result
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def evaluate(options) -> Path:
+    """Measures the run and writes the JSON file; returns its path."""
+    classifier = load_classifier(options.classifier) if options.n_samples else None
+    model, config, checkpoint = load_model(options.run)
+    result = measure(model, config, options.k, options.n_images, options.n_samples, classifier,
+                     options.seed, options.data_root)
+    out = Path(options.out) if options.out else checkpoint.parent.parent / "metrics.json"
+    write_json(result, out)
+    return out
+
+
+class EvaluateAtEnd(Callback):
+    """At the end of training, ``measure`` the model into ``<output_dir>/metrics.json`` (before
+    ``vae_lab.figures.FigureLogger`` puts its numbers into the HPARAMS table). ``k=0`` skips it;
+    ``n_samples > 0`` needs the cached classifier."""
+
+    def __init__(self, output_dir: str, k: int = 0, n_images: int = 10_000, n_samples: int = 0):
+        if min(k, n_images - 1, n_samples) < 0:
+            raise ValueError(f"k={k}, n_images={n_images}, n_samples={n_samples}: k and n_samples must be >= 0, n_images >= 1")
+        self.output_dir, self.k, self.n_images, self.n_samples = Path(output_dir), k, n_images, n_samples
+        # a missing classifier fails the run before training, not after it
+        self.classifier = load_classifier() if k and n_samples else None
+
+    def on_fit_end(self, trainer, pl_module):
+        if not self.k:
+            return
+        model, was_training = pl_module.model, pl_module.model.training
+        model.eval()
+        result = measure(model, pl_module.config, self.k, self.n_images, self.n_samples, self.classifier,
+                         pl_module.seed)
+        model.train(was_training)
+        write_json(result, self.output_dir / "metrics.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        out = evaluate(parse(sys.argv[1:] if argv is None else argv))
+    except VaeLabError as error:
+        sys.exit(f"error: {error}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
