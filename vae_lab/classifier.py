@@ -9,15 +9,13 @@ accuracy on the 10,000 test digits and caches the weights with that accuracy in 
 committed nor downloaded: every machine trains its own.
 """
 import os
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.data import EpochBatchSampler, load_mnist
 from vae_lab.errors import VaeLabError
 
@@ -113,20 +111,15 @@ def load_classifier(path: str | os.PathLike | None = None) -> tuple[Classifier, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    options = OmegaConf.create(DEFAULTS)
-    OmegaConf.set_struct(options, True)  # an unknown key is an error, not ignored
-    try:
-        options = OmegaConf.merge(options, OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv))
-    except OmegaConfBaseException as error:
-        sys.exit(f"error: {str(error).splitlines()[0]}; options are {', '.join(DEFAULTS)}")
-    data_root = options.data_root or os.environ.get("VAE_LAB_DATA") or "data"
-    out = Path(options.out).expanduser() if options.out else default_path()
-    try:
+    def command():
+        options = parse_options(argv, DEFAULTS, "python -m vae_lab.classifier", at_least={"epochs": 1, "seed": 0})
+        data_root = options.data_root or os.environ.get("VAE_LAB_DATA") or "data"
+        out = Path(options.out).expanduser() if options.out else default_path()
         classifier, test_accuracy = train_classifier(data_root, options.epochs, options.seed)
-    except VaeLabError as error:
-        sys.exit(f"error: {error}")
-    save_classifier(classifier, test_accuracy, out)
-    print(f"test accuracy {test_accuracy:.4f}; wrote {out}")
+        save_classifier(classifier, test_accuracy, out)
+        print(f"test accuracy {test_accuracy:.4f}; wrote {out}")
+
+    exit_on_error(command)
 
 
 if __name__ == "__main__":

@@ -21,37 +21,18 @@ On a CPU, k=1000 over all 10,000 test digits takes minutes to tens of minutes; k
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from vae_lab import metrics
 from vae_lab.checkpoint import load_model
+from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.classifier import load_classifier
 from vae_lab.data import binarized_split, load_mnist
-from vae_lab.errors import VaeLabError
 
 DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "out": None,
             "classifier": None, "data_root": None}
-
-
-def parse(argv: list[str]):
-    """key=value arguments over DEFAULTS; unknown keys, a missing run and bad numbers are errors."""
-    options = OmegaConf.create(DEFAULTS)
-    OmegaConf.set_struct(options, True)
-    try:
-        options = OmegaConf.merge(options, OmegaConf.from_dotlist(argv))
-    except OmegaConfBaseException as error:
-        raise VaeLabError(f"{str(error).splitlines()[0]}; options are {', '.join(DEFAULTS)}") from None
-    if options.run is None:
-        raise VaeLabError("give the run: python -m vae_lab.evaluate run=outputs/<run folder or .ckpt>")
-    for key, least in (("k", 1), ("n_images", 1), ("n_samples", 0)):
-        if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < least:
-            raise VaeLabError(f"{key}={options[key]} must be an integer >= {least}")
-    return options
 
 
 def load_test_digits(config: dict, data_root: str | None = None):
@@ -125,11 +106,12 @@ class EvaluateAtEnd(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        out = evaluate(parse(sys.argv[1:] if argv is None else argv))
-    except VaeLabError as error:
-        sys.exit(f"error: {error}")
-    print(f"wrote {out}")
+    def command():
+        options = parse_options(argv, DEFAULTS, "python -m vae_lab.evaluate run=outputs/<run folder or .ckpt>",
+                                at_least={"k": 1, "n_images": 1, "n_samples": 0})
+        print(f"wrote {evaluate(options)}")
+
+    exit_on_error(command)
 
 
 if __name__ == "__main__":

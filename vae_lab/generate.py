@@ -13,36 +13,19 @@ Writes into ``out`` (default ``<run folder>/generated``):
 where the test digits are read (default: the run's data.root, or VAE_LAB_DATA when set).
 """
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torchvision.utils import save_image
 
 from vae_lab import figures
 from vae_lab.checkpoint import load_model
+from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
 
 DEFAULTS = {"run": None, "n": 64, "label": None, "between": [0, 1], "seed": 0, "out": None, "data_root": None}
-
-
-def parse(argv: list[str]):
-    """key=value arguments over DEFAULTS; unknown keys and missing run are errors."""
-    options = OmegaConf.create(DEFAULTS)
-    OmegaConf.set_struct(options, True)
-    try:
-        options = OmegaConf.merge(options, OmegaConf.from_dotlist(argv))
-    except OmegaConfBaseException as error:
-        raise VaeLabError(f"{str(error).splitlines()[0]}; options are {', '.join(DEFAULTS)}") from None
-    if options.run is None:
-        raise VaeLabError("give the run: python -m vae_lab.generate run=outputs/<run folder or .ckpt>")
-    if not isinstance(options.n, int) or options.n < 1:
-        raise VaeLabError(f"n={options.n} must be an integer >= 1")
-    return options
 
 
 def check_label(model, label) -> None:
@@ -93,11 +76,13 @@ def generate(options) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        out = generate(parse(sys.argv[1:] if argv is None else argv))
-    except VaeLabError as error:
-        sys.exit(f"error: {error}")
-    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+    def command():
+        options = parse_options(argv, DEFAULTS, "python -m vae_lab.generate run=outputs/<run folder or .ckpt>",
+                                at_least={"n": 1})
+        out = generate(options)
+        print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+
+    exit_on_error(command)
 
 
 if __name__ == "__main__":
