@@ -44,7 +44,7 @@ def main():
         figures.setup(SimpleNamespace(datamodule=datamodule), SimpleNamespace(seed=0, model=model), "fit")
 
         def log_pictures():
-            for name, picture in figures.figures(model, n_points=2000).items():
+            for name, picture in figures.figures(model, *figures.posteriors(model, n_points=2000)).items():
                 if isinstance(picture, plt.Figure):
                     writer.add_figure(name, picture)
                 else:

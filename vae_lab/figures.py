@@ -133,27 +133,25 @@ class FigureLogger(Callback):
         generator = torch.Generator().manual_seed(pl_module.seed)
         self.z = torch.randn(self.n_samples, pl_module.model.z_dim, generator=generator)
 
-    def figures(self, model, n_points: int | None = None) -> dict:
-        """Name -> (3, H, W) image grid or matplotlib figure, for this model's kind and z_dim.
+    def posteriors(self, model, n_points: int | None = None):
+        """(mu, logvar, labels) of q(z|x) for the first ``n_points`` test digits (all if None)."""
+        images, labels = self.images[:n_points], self.labels[:n_points]
+        return (*posterior_means(model, images, labels), labels)
 
-        The scatter and the traversal's KL ordering use the first ``n_points`` test digits (all if None).
-        """
-        was_training = model.training
-        model.eval()
+    def figures(self, model, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Name -> (3, H, W) image grid or matplotlib figure, for this model's kind and z_dim;
+        the scatter and the traversal's KL ordering use the given posteriors (see ``posteriors``)."""
         figures = {"reconstructions": reconstructions(model, self.images[:16], self.labels[:16])}
         if model.num_classes:
             figures["digits"] = digit_rows(model, self.z[:10])
         else:
             figures["samples"] = samples(model, self.z)
-        images, labels = self.images[:n_points], self.labels[:n_points]
-        mu, logvar = posterior_means(model, images, labels)
         if model.z_dim == 2:
             figures["latent_scatter"] = latent_scatter(mu, labels)
             if not model.num_classes:
                 figures["manifold"] = manifold(model)
         elif not model.num_classes:
             figures["traversal"] = traversal(model, kl_per_dimension(mu, logvar))
-        model.train(was_training)
         return figures
 
     def on_validation_epoch_end(self, trainer, pl_module):
@@ -162,17 +160,18 @@ class FigureLogger(Callback):
             return
         if fitting and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        writer = trainer.logger.experiment
+        writer, model = trainer.logger.experiment, pl_module.model  # in eval mode during validation
         # 2,000 test digits place the scatter well enough and keep this cheap during training.
-        for name, figure in self.figures(pl_module.model, n_points=2000).items():
+        for name, figure in self.figures(model, *self.posteriors(model, n_points=2000)).items():
             if isinstance(figure, plt.Figure):
                 writer.add_figure(f"figures/{name}", figure, trainer.global_step)  # closes the figure
             else:
                 writer.add_image(f"images/{name}", figure, trainer.global_step)
 
     def on_fit_end(self, trainer, pl_module):
-        model = pl_module.model
-        for name, figure in self.figures(model).items():
+        model = pl_module.model.eval()  # training is over
+        mu, logvar, labels = self.posteriors(model)
+        for name, figure in self.figures(model, mu, logvar, labels).items():
             path = self.output_dir / f"{name}.png"
             if isinstance(figure, plt.Figure):
                 figure.savefig(path)
@@ -180,7 +179,6 @@ class FigureLogger(Callback):
             else:
                 save_image(figure, path)
         if model.z_dim > 2:
-            mu, _ = posterior_means(model, self.images, self.labels)
             trainer.logger.experiment.add_embedding(
                 mu, metadata=self.labels.tolist(), label_img=self.images,
                 global_step=trainer.global_step, tag="test_posterior_means",
