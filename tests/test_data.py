@@ -36,6 +36,23 @@ def test_shuffle_depends_only_on_seed_and_epoch():
     assert torch.cat(list(EpochBatchSampler(500, 100, shuffle=False))).equal(torch.arange(500))
 
 
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ddp_shards_are_disjoint_and_equal(world_size):
+    def shards(epoch):
+        samplers = [EpochBatchSampler(1000, 64, shuffle=True, seed=3, rank=rank, world_size=world_size)
+                    for rank in range(world_size)]
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
+        return [torch.cat(list(sampler)) for sampler in samplers]
+
+    epoch0 = shards(0)
+    assert {len(shard) for shard in epoch0} == {1000 // world_size}
+    assert len(torch.cat(epoch0).unique()) == 1000 // world_size * world_size  # disjoint
+    assert {len(list(EpochBatchSampler(1000, 64, True, rank=r, world_size=world_size))) for r in range(world_size)} \
+        == {len(EpochBatchSampler(1000, 64, True, world_size=world_size))}  # the same number of steps
+    assert not epoch0[0].equal(shards(1)[0])  # reshuffled every epoch
+
+
 def test_loader_yields_image_label_batches(data_root):
     datamodule = MNISTDataModule(str(data_root), batch_size=64, download=False)
     datamodule.setup("fit")

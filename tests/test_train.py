@@ -3,7 +3,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SHORT_RUN, SHORT_RUNS, make_config, run_train, scalars
+from conftest import SHORT_RUN, SHORT_RUNS, TINY_RUN, make_config, run_train, scalars
 from vae_lab.train import train
 
 SCALARS = [f"{split}/{term}" for split in ("train", "val") for term in ("loss", "recon", "kl")]
@@ -54,3 +54,19 @@ def test_same_seed_gives_identical_runs(tmp_path):
     assert losses[0] == losses[1]
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_epoch_means_are_the_means_of_the_logged_steps(tmp_path):
+    # train/*_epoch are summed in the module, not by Lightning: check them against the steps, over
+    # two epochs (so the sums start again), with the progress bar drawn as by default.
+    run_dir = tmp_path / "run"
+    result = run_train("epochs=2", *TINY_RUN, "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=true",
+                       run_dir=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = scalars(run_dir)
+    for term in ("loss", "recon", "kl"):
+        steps = [value for _, value in logged[f"train/{term}"]]
+        epochs = [value for _, value in logged[f"train/{term}_epoch"]]
+        assert len(steps) == 10 and len(epochs) == 2
+        assert epochs == pytest.approx([sum(steps[:5]) / 5, sum(steps[5:]) / 5], rel=1e-5)
+    assert "Epoch 1: 100%" in result.stdout  # the configured progress bar (TQDM writes to stdout)

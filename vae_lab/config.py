@@ -1,4 +1,5 @@
 """Checks on a composed config that need nothing heavier than OmegaConf, so bad input fails fast."""
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -8,6 +9,15 @@ from vae_lab.errors import VaeLabError
 # What a run writes into its folder; a folder holding any of these belongs to another run.
 RUN_FILES = ("config.yaml", "checkpoints")
 BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.MNISTDataModule)
+
+
+def process_rank() -> int:
+    """This process's rank in a multi-process (DDP) run, from the variables its launcher sets (the
+    ones Lightning reads); 0 for a single process. Read here without importing Lightning."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -32,6 +42,6 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     taken = [name for name in RUN_FILES if (Path(cfg.output_dir) / name).exists()]
-    if taken:
+    if taken and process_rank() == 0:  # the other DDP processes join the folder of process 0
         raise VaeLabError(f"output_dir={cfg.output_dir} already holds a run ({', '.join(taken)}); "
                           "a new run needs a new folder (resume with ckpt_path=.../last.ckpt)")

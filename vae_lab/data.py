@@ -4,6 +4,7 @@ Each split is decoded once into a float tensor (N, 1, 28, 28) with pixels in [0,
 labels (N,). Batches are gathered with one index per batch, instead of one PIL image at a time
 through ``ToTensor``, which on a small CPU costs several times the training step itself.
 """
+import logging
 import math
 import os
 import struct
@@ -17,6 +18,7 @@ from torchvision.datasets import MNIST
 from vae_lab.config import BINARIZE
 from vae_lab.errors import VaeLabError
 
+log = logging.getLogger(__name__)
 HOW_TO_POINT = "set data.root=... or VAE_LAB_DATA to a folder holding MNIST/raw/, or data.download=true"
 
 
@@ -26,17 +28,22 @@ class EpochBatchSampler(Sampler):
     Deriving the permutation from the epoch number, rather than from a generator's running state,
     makes the order of any epoch reproducible, also after resuming from a checkpoint.
     Lightning calls ``set_epoch`` at the start of every training epoch.
+
+    With ``world_size`` > 1 (DDP), process ``rank`` takes every world_size-th item of the epoch's
+    permutation: the shards are disjoint, and equal in size (the last n % world_size items of each
+    permutation are left out), so every process takes the same number of steps.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return -(-(self.n // self.world_size) // self.batch_size)
 
     def __iter__(self):
         if self.shuffle:
@@ -44,7 +51,8 @@ class EpochBatchSampler(Sampler):
             order = torch.randperm(self.n, generator=generator)
         else:
             order = torch.arange(self.n)
-        return iter(order.split(self.batch_size))
+        shard = order[self.rank::self.world_size][:self.n // self.world_size]
+        return iter(shard.split(self.batch_size))
 
 
 def _idx_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
@@ -149,19 +157,27 @@ class MNISTDataModule(L.LightningDataModule):
             batch = bernoulli_draw(x, (self.seed * 1_000_003 + self.trainer.global_step) * 2 + 1), y
         return batch
 
-    def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
-        sampler = EpochBatchSampler(len(dataset), self.batch_size, shuffle, self.seed)
+    def _loader(self, dataset: TensorDataset, shuffle: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
+        sampler = EpochBatchSampler(len(dataset), self.batch_size, shuffle, self.seed, rank, world_size)
         # batch_size=None: the sampler already yields whole batches of indices, which
         # TensorDataset gathers in one indexing operation per tensor.
         return DataLoader(dataset, sampler=sampler, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
-        loader = self._loader(self.train_set, shuffle=True)
-        if self.trainer is not None:
-            # Lightning draws the first batch before its own set_epoch call, so a resumed run
-            # would begin with epoch 0's order; start at the epoch Lightning is about to run.
-            loader.sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        if self.trainer is None:
+            return self._loader(self.train_set, shuffle=True)
+        # With DDP each process trains on its own shard (the trainer keeps Lightning's
+        # DistributedSampler out: use_distributed_sampler=false); batch_size is per process.
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        loader = self._loader(self.train_set, shuffle=True, rank=rank, world_size=world_size)
+        if world_size > 1:
+            log.info("process %d of %d trains on %d of the %d training digits each epoch, batches of %d",
+                     rank, world_size, len(self.train_set) // world_size, len(self.train_set), self.batch_size)
+        # Lightning draws the first batch before its own set_epoch call, so a resumed run
+        # would begin with epoch 0's order; start at the epoch Lightning is about to run.
+        loader.sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
         return loader
 
     def val_dataloader(self) -> DataLoader:
+        # every process validates on the whole test set: the same val/* as a single process
         return self._loader(self.val_set, shuffle=False)

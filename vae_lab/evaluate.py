@@ -95,7 +95,7 @@ class EvaluateAtEnd(Callback):
         self.classifier = load_classifier() if k and n_samples else None
 
     def on_fit_end(self, trainer, pl_module):
-        if not self.k:
+        if not self.k or not trainer.is_global_zero:  # with DDP, the first process measures
             return
         model, was_training = pl_module.model, pl_module.model.training
         model.eval()

@@ -156,7 +156,7 @@ class FigureLogger(Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module):
         fitting = trainer.state.fn == "fit"
-        if trainer.sanity_checking or (fitting and not self.every_n_epochs):
+        if not trainer.is_global_zero or trainer.sanity_checking or (fitting and not self.every_n_epochs):
             return
         if fitting and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
@@ -169,6 +169,8 @@ class FigureLogger(Callback):
                 writer.add_image(f"images/{name}", figure, trainer.global_step)
 
     def on_fit_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:  # with DDP, the first process draws and writes
+            return
         model = pl_module.model.eval()  # training is over
         mu, logvar, labels = self.posteriors(model)
         for name, figure in self.figures(model, mu, logvar, labels).items():

@@ -1,12 +1,13 @@
 """Train one run from a composed config: ``train(cfg)``; ``python train.py`` wraps it with Hydra."""
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,8 +29,10 @@ def build(cfg: DictConfig, key: str, **kwargs):
         raise VaeLabError(f"{key}: {reason}") from None
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     """Train (or resume) the run described by ``cfg``; returns the final val/loss per sample.
+
+    ``callbacks`` run after the run's own ones (scripts use them to watch a run: benchmarks, tests).
 
     Everything that can be checked (config, checkpoint, data, trainer arguments) is checked before
     the run folder gets a file, so a refused run leaves nothing behind but what Hydra wrote.
@@ -45,6 +48,9 @@ def train(cfg: DictConfig) -> float:
     )
     if cfg.ckpt_path is not None:
         check_fits(load_checkpoint(cfg.ckpt_path), module, cfg.ckpt_path)
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise VaeLabError(f"trainer.accelerator={cfg.trainer.accelerator}, but torch finds no GPU here; "
+                          "leave out trainer=gpu (the default trainer takes a GPU when there is one)")
     datamodule = build(cfg, "data")
     datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
     output_dir = Path(cfg.output_dir)
@@ -53,17 +59,20 @@ def train(cfg: DictConfig) -> float:
         save_last=True, auto_insert_metric_name=False,
     )
     logger = TensorBoardLogger(output_dir, name="", version="", default_hp_metric=False)
-    # evaluate before figures: FigureLogger puts metrics.json into the HPARAMS table
-    callbacks = [checkpoints, FiniteGuard(), build(cfg, "evaluate"), build(cfg, "figures")]
-    trainer = build(cfg, "trainer", logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-                    default_root_dir=output_dir)
+    # Evaluate before figures: FigureLogger puts metrics.json into the HPARAMS table. What is off
+    # gets no callback: Lightning calls every callback at every step, ~1% of a dense CPU step each.
+    run_callbacks = [checkpoints, FiniteGuard()]
+    if (evaluate := build(cfg, "evaluate")).k:
+        run_callbacks.append(evaluate)
+    run_callbacks.append(build(cfg, "figures"))
+    if cfg.trainer.enable_progress_bar:
+        run_callbacks.append(build(cfg, "progress_bar"))
+    trainer = build(cfg, "trainer", logger=logger, callbacks=[*run_callbacks, *callbacks],
+                    plugins=[AtomicCheckpointIO()], default_root_dir=output_dir)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    # Not earlier: a refused run's folder is removed only while train.log is empty. Parallel sweeps
-    # (hydra/launcher=joblib) share the cores: joblib gives each worker cores // n_jobs threads
-    # through OMP_NUM_THREADS, which torch reads when it starts.
-    log.info("torch uses %d CPU threads", torch.get_num_threads())
+    if trainer.is_global_zero:  # with DDP, every process runs this; one writes
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     if cfg.ckpt_path is None:
         # val/* at step 0: every loss curve starts from the untrained model
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -1,0 +1,293 @@
+"""Training speed of vae_lab next to a tight PyTorch loop and the classic DataLoader loop.
+
+    VAE_LAB_DATA=../shared/data python benchmarks/throughput.py                # all parts, ~12 min
+    VAE_LAB_DATA=../shared/data python benchmarks/throughput.py ratios epoch   # some parts
+
+Parts (docs/performance.md has the figures and what they mean):
+  ratios   images/s at batch 128, dense and conv, three ways in this process:
+             vae_lab  train(cfg) exactly as train.py calls it (LightningModule, data module,
+                      logging, progress bar and pictures as configured by default);
+             tight    the same model, optimizer and loss on the in-memory tensor, nothing else;
+             classic  pytorch/examples' VAE loop: torchvision MNIST + ToTensor through a
+                      DataLoader, batch 128, shuffled (num_workers=0, as it runs on a CPU).
+           They take turns inside one vae_lab run (see Interleaved), --repeats runs per model:
+           on a shared machine the same loop drifts by up to a third from minute to minute, and
+           turns keep the ways under the same load. vae_lab is timed by a callback (~1% of a step).
+  epoch    seconds per epoch (training, then validation with its pictures), wall time and peak
+           resident memory of whole `python train.py epochs=1` runs, also with trainer=ddp.
+  scaling  vae_lab's training seconds per epoch for batch 64..512 and for z_dim 2..64.
+  sweep    wall time of a 4-run sweep through hydra/launcher=joblib with 1 and with 2 jobs.
+Run it on a quiet machine: anything else on the cores shows up in every figure.
+"""
+import argparse
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
+from torchvision.datasets import MNIST
+from torchvision.transforms import ToTensor
+
+from vae_lab.data import MNISTDataModule
+from vae_lab.losses import VAELoss
+from vae_lab.models import ConvVAE, DenseVAE
+from vae_lab.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = os.environ.get("VAE_LAB_DATA", "data")
+MODELS = {"dense": DenseVAE, "conv": ConvVAE}
+WARMUP = 10  # steps before any timing
+# ratios: (steps per turn, turns) per model, a few tenths of a second per way and turn
+WINDOWS = {"dense": (50, 8), "conv": (15, 8)}
+TRAIN_IMAGES = 60_000
+# vae_lab's default trainer takes a GPU when there is one; the plain loops then run there too
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+REPORT = []  # the lines of the summary
+
+
+def synchronized_clock() -> float:
+    """perf_counter() once the GPU, if any, has finished what it was given."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+class Clock(Callback):
+    """perf_counter() at the start of every training step, and around validation during fit.
+
+    Timing from the start of one step to the start of a later one counts everything a step costs:
+    loading the batch, the step, logging, the progress bar and every callback.
+    """
+
+    def __init__(self):
+        self.steps, self.validation = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.steps.append(synchronized_clock())
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.state.fn == "fit":
+            self.validation.append(time.perf_counter())
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.state.fn == "fit":
+            self.validation[-1] = time.perf_counter() - self.validation[-1]
+
+    def images_per_second(self, first: int, steps: int, batch_size: int) -> float:
+        return steps * batch_size / (self.steps[first + steps] - self.steps[first])
+
+
+class Interleaved(Callback):
+    """Takes turns with the plain loops inside one vae_lab run: after WARMUP steps, ``window`` steps
+    of vae_lab, then ``window`` steps of each plain loop (run from this hook, timed apart), and so on
+    for ``windows`` turns. The ways share every stretch of machine load, which on a shared machine
+    drifts by up to a third from minute to minute; back-to-back runs would each get their own.
+    """
+
+    def __init__(self, plain_loops: dict[str, Callable[[], int]], window: int, windows: int):
+        self.plain_loops, self.window, self.windows = plain_loops, window, windows
+        self.seconds = dict.fromkeys(["vae_lab", *plain_loops], 0.0)
+        self.images = dict.fromkeys(self.seconds, 0)
+        self.started = None  # when the running vae_lab window began
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx < WARMUP or (batch_idx - WARMUP) % self.window:
+            return
+        if self.started is None:  # the plain loops' warm-up
+            for step in self.plain_loops.values():
+                for _ in range(WARMUP):
+                    step()
+        else:
+            self.seconds["vae_lab"] += synchronized_clock() - self.started
+            self.images["vae_lab"] += self.window * batch[0].shape[0]
+        if (batch_idx - WARMUP) // self.window == self.windows:
+            return
+        for name, step in self.plain_loops.items():
+            start = synchronized_clock()
+            for _ in range(self.window):
+                self.images[name] += step()
+            self.seconds[name] += synchronized_clock() - start
+        self.started = synchronized_clock()
+
+    def images_per_second(self) -> dict[str, float]:
+        return {way: self.images[way] / self.seconds[way] for way in self.seconds}
+
+
+def config(output_dir: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"output_dir={output_dir}", f"data.root={DATA_ROOT}", *overrides])
+
+
+def vae_lab_run(*overrides: str, watch: Callback | None = None) -> Callback:
+    """One train(cfg) run in a fresh folder, watched by ``watch`` (a new Clock if None)."""
+    watch = watch or Clock()
+    with tempfile.TemporaryDirectory() as output_dir:
+        train(config(output_dir, *overrides), callbacks=[watch])
+    return watch
+
+
+def vae_lab_throughput(name: str, steps: int, batch_size: int = 128, *overrides: str) -> float:
+    clock = vae_lab_run(f"model={name}", f"batch_size={batch_size}", "epochs=1",
+                        f"trainer.limit_train_batches={WARMUP + steps + 1}", *overrides)
+    return clock.images_per_second(WARMUP, steps, batch_size)
+
+
+def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callable[[], int]:
+    """step(): one training step of a fresh ``name`` model on the next of ``batches``, with the
+    optimizer vae_lab configures and the bce VAE loss; returns the batch size. ``read_loss`` reads
+    loss.item() every step, as pytorch/examples does to add up its printed loss."""
+    torch.manual_seed(0)
+    model, loss_function = MODELS[name](z_dim=20).to(DEVICE), VAELoss("bce")
+    with tempfile.TemporaryDirectory() as output_dir:
+        optimizer = instantiate(config(output_dir).optimizer)(model.parameters())
+
+    def step() -> int:
+        x, _ = next(batches)
+        x = x.to(DEVICE)
+        optimizer.zero_grad()
+        logits, mu, logvar = model(x)
+        loss = loss_function(logits, x, mu, logvar)["loss"]
+        loss.backward()
+        if read_loss:
+            loss.item()
+        optimizer.step()
+        return x.shape[0]
+
+    return step
+
+
+def epochs_of(make_batches: Callable[[], Iterable]) -> Iterator:
+    """The batches of one epoch after another, for ever."""
+    while True:
+        yield from make_batches()
+
+
+def report(line: str = "") -> None:
+    """Print a result now and again in the summary at the end (the progress bars scroll it away)."""
+    print(line, flush=True)
+    REPORT.append(line)
+
+
+def part_ratios(repeats: int) -> None:
+    datamodule = MNISTDataModule(DATA_ROOT, download=False)
+    datamodule.setup()
+    images, labels = (t.to(DEVICE) for t in datamodule.train_set.tensors)  # the tight loop's tensors
+    classic_dataset = MNIST(DATA_ROOT, train=True, transform=ToTensor())
+    report(f"\n## ratios: images/s at batch 128, the three ways taking turns in {repeats} runs")
+    for name, (window, windows) in WINDOWS.items():
+        runs = []
+        for _ in range(repeats):
+            plain_loops = {
+                "tight": plain_loop(name, epochs_of(
+                    lambda: ((images[i], labels[i]) for i in torch.randperm(len(images), device=DEVICE).split(128)))),
+                # pytorch/examples adds loader workers only for CUDA
+                "classic": plain_loop(name, epochs_of(lambda: DataLoader(classic_dataset, batch_size=128, shuffle=True)),
+                                      read_loss=True),
+            }
+            watch = Interleaved(plain_loops, window, windows)
+            vae_lab_run(f"model={name}", "epochs=1", f"trainer.limit_train_batches={WARMUP + window * windows + 1}",
+                        watch=watch)
+            runs.append(watch.images_per_second())
+        for way in runs[0]:
+            rates = [run[way] for run in runs]
+            report(f"{name:5s} {way:8s} {statistics.median(rates):6.0f} images/s  (runs: {', '.join(f'{r:.0f}' for r in rates)})")
+        for a, b, target in [("vae_lab", "tight", 0.85), ("vae_lab", "classic", 2.3), ("tight", "classic", None)]:
+            ratios = [run[a] / run[b] for run in runs]
+            goal = f"target >= {target}" if target else "the most any framework could reach"
+            report(f"{name:5s} {a} / {b} = {statistics.median(ratios):.2f}  "
+                   f"(runs: {', '.join(f'{r:.2f}' for r in ratios)})   {goal}")
+
+
+def run_seconds_and_peak_memory(*overrides: str) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MiB) of `python train.py <overrides>` from start to exit.
+
+    The peak is the child's VmHWM, read every 0.1 s (Linux). Not ru_maxrss: a forked child starts
+    with this large process's pages counted, so ru_maxrss would report this process's size.
+    """
+    with tempfile.TemporaryDirectory() as run_dir:
+        start, peak_kib = time.perf_counter(), 0
+        process = subprocess.Popen([sys.executable, "train.py", *overrides, f"data.root={DATA_ROOT}",
+                                    f"hydra.run.dir={run_dir}"],
+                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while process.poll() is None:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError):  # exiting, or not Linux
+                pass
+            time.sleep(0.1)
+        seconds = time.perf_counter() - start
+    if process.returncode:
+        raise RuntimeError(f"python train.py {' '.join(overrides)} failed")
+    return seconds, peak_kib / 1024
+
+
+def part_epoch(repeats: int) -> None:
+    report("\n## epoch: python train.py epochs=1 (batch 128, z_dim 20, full data)")
+    for name in MODELS:
+        clock = vae_lab_run(f"model={name}", "epochs=1")
+        steps = len(clock.steps)
+        training = (clock.steps[-1] - clock.steps[0]) * steps / (steps - 1)
+        report(f"{name:5s} training {training:5.1f} s/epoch ({TRAIN_IMAGES / training:.0f} images/s), "
+               f"then validation with its pictures {clock.validation[0]:4.1f} s")
+    for overrides in (["model=dense"], ["model=conv"], ["model=dense", "trainer=ddp"], ["model=conv", "trainer=ddp"]):
+        seconds, peak = run_seconds_and_peak_memory(*overrides, "epochs=1")
+        memory = f", peak RSS {peak:.0f} MiB" if "trainer=ddp" not in overrides else " (2 processes, 1 thread each)"
+        report(f"`python train.py {' '.join(overrides)} epochs=1`: {seconds:5.1f} s from start to exit{memory}")
+
+
+def part_scaling(repeats: int) -> None:
+    report("\n## scaling: vae_lab training seconds per epoch of 60,000 digits, from a timed stretch")
+    budget = {"dense": 25_600, "conv": 12_800}  # digits timed per setting
+    for name in MODELS:
+        for batch_size, z_dim in [(64, 20), (128, 20), (256, 20), (512, 20), (128, 2), (128, 64)]:
+            rate = vae_lab_throughput(name, budget[name] // batch_size, batch_size, f"z_dim={z_dim}")
+            report(f"{name:5s} batch {batch_size:3d} z_dim {z_dim:2d}: {TRAIN_IMAGES / rate:5.1f} s/epoch "
+                   f"({rate:.0f} images/s)")
+
+
+def part_sweep(repeats: int) -> None:
+    report("\n## sweep: python train.py -m hydra/launcher=joblib hydra.launcher.n_jobs=J beta=1,3,8,16 epochs=1")
+    seconds = {}
+    for jobs in (1, 2):
+        with tempfile.TemporaryDirectory() as sweep_dir:
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "train.py", "-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
+                 "beta=1,3,8,16", "epochs=1", f"data.root={DATA_ROOT}", f"hydra.sweep.dir={sweep_dir}"],
+                cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds[jobs] = time.perf_counter() - start
+        report(f"J={jobs}: {seconds[jobs]:5.1f} s for the 4 dense runs "
+               f"({4 * TRAIN_IMAGES / seconds[jobs]:.0f} training digits/s over the sweep)")
+    report(f"2 jobs / 1 job throughput: {seconds[1] / seconds[2]:.2f}")
+
+
+def main():
+    parts = {"ratios": part_ratios, "epoch": part_epoch, "scaling": part_scaling, "sweep": part_sweep}
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="*", metavar="part", help=f"some of: {' '.join(parts)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each way in ratios")
+    args = parser.parse_args()
+    if unknown := set(args.parts) - set(parts):
+        parser.error(f"unknown part {', '.join(sorted(unknown))}; use some of: {' '.join(parts)}")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banners between the figures
+    device = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "no GPU"
+    report(f"{os.cpu_count()} CPUs, {device}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+           f"data from {DATA_ROOT}")
+    for part in args.parts or parts:
+        parts[part](args.repeats)
+    print("\n# summary\n" + "\n".join(REPORT))
+
+
+if __name__ == "__main__":
+    main()

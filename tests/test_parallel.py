@@ -1,0 +1,60 @@
+"""Beyond one process: DDP on the CPU (2 gloo processes, real data), and the GPU trainer config."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, run_train, scalars
+from vae_lab.checkpoint import load_model
+from vae_lab.data import load_mnist
+
+DDP_RUN = ["trainer=ddp", "epochs=1", *TINY_RUN]  # 5 steps of 128 digits in each of 2 processes
+
+
+def test_ddp_run_through_train_py_writes_one_valid_run(tmp_path, data_root):
+    run_dir = tmp_path / "run"
+    result = run_train(*DDP_RUN, run_dir=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Lightning starts process 1 as train.py again, into the same folder, with its own log
+    assert "process 0 of 2 trains on 30000 of the 60000" in (run_dir / "train.log").read_text()
+    assert "process 1 of 2 trains on 30000 of the 60000" in (run_dir / "train_ddp_process_1.log").read_text()
+    model, config, path = load_model(run_dir)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["global_step"] == 5 and config["trainer"]["strategy"] == "ddp"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 1 and (run_dir / "samples.png").is_file()
+
+
+def test_ddp_processes_train_on_disjoint_shards_of_real_digits(tmp_path, data_root):
+    env = {**os.environ, "VAE_LAB_DATA": str(DATA_ROOT), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "tests/ddp_probe.py", str(tmp_path), *DDP_RUN],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = [torch.load(tmp_path / f"seen-rank{rank}.pt").flatten(1) for rank in (0, 1)]
+    assert [len(images) for images in seen] == [5 * 128, 5 * 128]
+    training_digits = {row.numpy().tobytes() for row in load_mnist(data_root, train=True, download=False).tensors[0].flatten(1)}
+    rows = [{row.numpy().tobytes() for row in images} for images in seen]
+    assert rows[0] <= training_digits and rows[1] <= training_digits
+    assert not rows[0] & rows[1]  # no digit trained on by both processes
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_gpu_config_on_a_machine_without_one_is_one_clear_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_train("trainer=gpu", run_dir=tmp_path / "run")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu, but torch finds no GPU")
+    assert not (tmp_path / "run").exists()  # the refused run leaves no folder behind
+
+
+def test_bf16_mixed_precision_of_the_gpu_config_trains(tmp_path, data_root):
+    # The GPU config's precision, run on the CPU (autocast supports bf16 there too): the losses stay
+    # finite and fall as in float32.
+    run_dir = tmp_path / "run"
+    result = run_train("trainer=gpu", "epochs=1", *SHORT_RUN, run_dir=run_dir)  # SHORT_RUN: accelerator=cpu
+    assert result.returncode == 0, result.stderr[-3000:]
+    val_loss = [value for _, value in scalars(run_dir)["val/loss"]]
+    assert len(val_loss) == 2 and val_loss[-1] < 0.7 * val_loss[0], val_loss
