@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from vae_lab.cli import exit_on_error
 from vae_lab.data import MNISTDataModule
 from vae_lab.figures import FigureLogger
 from vae_lab.losses import VAELoss
@@ -67,4 +68,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main)  # e.g. no MNIST under VAE_LAB_DATA: one line, no traceback

@@ -1,6 +1,6 @@
 """Training speed of vae_lab next to a tight PyTorch loop and the classic DataLoader loop.
 
-    VAE_LAB_DATA=../shared/data python benchmarks/throughput.py                # all parts, ~12 min
+    VAE_LAB_DATA=../shared/data python benchmarks/throughput.py                # all parts, ~15 min
     VAE_LAB_DATA=../shared/data python benchmarks/throughput.py ratios epoch   # some parts
 
 Parts (docs/performance.md has the figures and what they mean):
@@ -13,6 +13,8 @@ Parts (docs/performance.md has the figures and what they mean):
            They take turns inside one vae_lab run (see Interleaved), --repeats runs per model:
            on a shared machine the same loop drifts by up to a third from minute to minute, and
            turns keep the ways under the same load. vae_lab is timed by a callback (~1% of a step).
+  lightning  the same turns with a bare LightningModule in place of vae_lab (no logger, checkpoints,
+             callbacks or bar): what Lightning's own loop costs; and with 20 empty callbacks added.
   epoch    seconds per epoch (training, then validation with its pictures), wall time and peak
            resident memory of whole `python train.py epochs=1` runs, also with trainer=ddp.
   scaling  vae_lab's training seconds per epoch for batch 64..512 and for z_dim 2..64.
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -38,6 +41,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
+from vae_lab.cli import exit_on_error
 from vae_lab.data import MNISTDataModule
 from vae_lab.losses import VAELoss
 from vae_lab.models import ConvVAE, DenseVAE
@@ -88,17 +92,17 @@ class Clock(Callback):
 
 
 class Interleaved(Callback):
-    """Takes turns with the plain loops inside one vae_lab run: after WARMUP steps, ``window`` steps
-    of vae_lab, then ``window`` steps of each plain loop (run from this hook, timed apart), and so on
+    """Takes turns with the plain loops inside one Lightning run (``watched``): after WARMUP steps,
+    ``window`` steps of the run, then ``window`` steps of each plain loop (run from this hook, timed apart), and so on
     for ``windows`` turns. The ways share every stretch of machine load, which on a shared machine
     drifts by up to a third from minute to minute; back-to-back runs would each get their own.
     """
 
-    def __init__(self, plain_loops: dict[str, Callable[[], int]], window: int, windows: int):
-        self.plain_loops, self.window, self.windows = plain_loops, window, windows
-        self.seconds = dict.fromkeys(["vae_lab", *plain_loops], 0.0)
+    def __init__(self, plain_loops: dict[str, Callable[[], int]], window: int, windows: int, watched: str = "vae_lab"):
+        self.plain_loops, self.window, self.windows, self.watched = plain_loops, window, windows, watched
+        self.seconds = dict.fromkeys([watched, *plain_loops], 0.0)
         self.images = dict.fromkeys(self.seconds, 0)
-        self.started = None  # when the running vae_lab window began
+        self.started = None  # when the running window of the watched run began
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx < WARMUP or (batch_idx - WARMUP) % self.window:
@@ -108,8 +112,8 @@ class Interleaved(Callback):
                 for _ in range(WARMUP):
                     step()
         else:
-            self.seconds["vae_lab"] += synchronized_clock() - self.started
-            self.images["vae_lab"] += self.window * batch[0].shape[0]
+            self.seconds[self.watched] += synchronized_clock() - self.started
+            self.images[self.watched] += self.window * batch[0].shape[0]
         if (batch_idx - WARMUP) // self.window == self.windows:
             return
         for name, step in self.plain_loops.items():
@@ -148,8 +152,7 @@ def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callabl
     loss.item() every step, as pytorch/examples does to add up its printed loss."""
     torch.manual_seed(0)
     model, loss_function = MODELS[name](z_dim=20).to(DEVICE), VAELoss("bce")
-    with tempfile.TemporaryDirectory() as output_dir:
-        optimizer = instantiate(config(output_dir).optimizer)(model.parameters())
+    optimizer = configured_optimizer(model.parameters())
 
     def step() -> int:
         x, _ = next(batches)
@@ -166,10 +169,37 @@ def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callabl
     return step
 
 
+def configured_optimizer(parameters):
+    """The optimizer vae_lab builds from conf/config.yaml."""
+    return instantiate(config("unused").optimizer)(parameters)
+
+
 def epochs_of(make_batches: Callable[[], Iterable]) -> Iterator:
     """The batches of one epoch after another, for ever."""
     while True:
         yield from make_batches()
+
+
+def shuffled_batches(images: torch.Tensor, labels: torch.Tensor) -> Iterator:
+    """The tight loop's data: batches of 128 gathered from the in-memory tensors, a new order each epoch."""
+    return epochs_of(lambda: ((images[i], labels[i]) for i in torch.randperm(len(images), device=DEVICE).split(128)))
+
+
+class BareModule(L.LightningModule):
+    """The least a LightningModule can be: the model's step and the configured optimizer."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.model, self.loss = MODELS[name](z_dim=20), VAELoss("bce")
+
+    def training_step(self, batch, batch_idx):
+        x, _ = batch
+        logits, mu, logvar = self.model(x)
+        return self.loss(logits, x, mu, logvar)["loss"]
+
+    def configure_optimizers(self):
+        return configured_optimizer(self.parameters())
 
 
 def report(line: str = "") -> None:
@@ -188,8 +218,7 @@ def part_ratios(repeats: int) -> None:
         runs = []
         for _ in range(repeats):
             plain_loops = {
-                "tight": plain_loop(name, epochs_of(
-                    lambda: ((images[i], labels[i]) for i in torch.randperm(len(images), device=DEVICE).split(128)))),
+                "tight": plain_loop(name, shuffled_batches(images, labels)),
                 # pytorch/examples adds loader workers only for CUDA
                 "classic": plain_loop(name, epochs_of(lambda: DataLoader(classic_dataset, batch_size=128, shuffle=True)),
                                       read_loss=True),
@@ -206,6 +235,31 @@ def part_ratios(repeats: int) -> None:
             goal = f"target >= {target}" if target else "the most any framework could reach"
             report(f"{name:5s} {a} / {b} = {statistics.median(ratios):.2f}  "
                    f"(runs: {', '.join(f'{r:.2f}' for r in ratios)})   {goal}")
+
+
+def part_lightning(repeats: int) -> None:
+    """What Lightning's loop costs by itself: BareModule in a Trainer with no logger, checkpoints,
+    progress bar or summary, taking turns with the tight loop as in ``ratios``; then with 20 empty
+    callbacks, which Lightning calls at every hook of every step all the same."""
+    datamodule = MNISTDataModule(DATA_ROOT, download=False)
+    datamodule.setup()
+    images, labels = (t.to(DEVICE) for t in datamodule.train_set.tensors)
+    report(f"\n## lightning: a bare LightningModule next to the tight loop, taking turns, {repeats} runs")
+    for name, (window, windows) in WINDOWS.items():
+        for empty_callbacks in (0, 20):
+            ratios = []
+            for _ in range(repeats):
+                watch = Interleaved({"tight": plain_loop(name, shuffled_batches(images, labels))}, window, windows,
+                                    watched="bare")
+                trainer = L.Trainer(
+                    max_epochs=1, limit_train_batches=WARMUP + window * windows + 1, limit_val_batches=0,
+                    num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, callbacks=[watch, *(Callback() for _ in range(empty_callbacks))])
+                trainer.fit(BareModule(name), train_dataloaders=datamodule.train_dataloader())
+                rates = watch.images_per_second()
+                ratios.append(rates["bare"] / rates["tight"])
+            report(f"{name:5s} bare Lightning + {empty_callbacks:2d} empty callbacks / tight = "
+                   f"{statistics.median(ratios):.2f}  (runs: {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 def run_seconds_and_peak_memory(*overrides: str) -> tuple[float, float]:
@@ -273,10 +327,11 @@ def part_sweep(repeats: int) -> None:
 
 
 def main():
-    parts = {"ratios": part_ratios, "epoch": part_epoch, "scaling": part_scaling, "sweep": part_sweep}
+    parts = {"ratios": part_ratios, "lightning": part_lightning, "epoch": part_epoch, "scaling": part_scaling,
+             "sweep": part_sweep}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", metavar="part", help=f"some of: {' '.join(parts)} (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each way in ratios")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each way in ratios and lightning")
     args = parser.parse_args()
     if unknown := set(args.parts) - set(parts):
         parser.error(f"unknown part {', '.join(sorted(unknown))}; use some of: {' '.join(parts)}")
@@ -290,4 +345,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main)  # e.g. no MNIST under VAE_LAB_DATA: one line, no traceback
