@@ -7,7 +7,6 @@ TensorBoard file, as during training) and 50 plain training steps (batch 128, Ad
 epoch of 469 steps. The plain loop has no framework around it, so the share it prints is an upper
 bound on what the pictures add to a real epoch. Medians of 3.
 """
-import os
 import statistics
 import tempfile
 import time
@@ -18,9 +17,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from vae_lab.cli import exit_on_error
-from vae_lab.data import MNISTDataModule
+from vae_lab.data import MNISTDataModule, data_root
 from vae_lab.figures import FigureLogger
 from vae_lab.losses import VAELoss
+from vae_lab.schedules import Constant
 from vae_lab.models import CVAE, ConvVAE, DenseVAE
 
 STEPS, STEPS_PER_EPOCH = 50, 469
@@ -36,12 +36,12 @@ def median_seconds(work, repeats=3) -> float:
 
 
 def main():
-    datamodule = MNISTDataModule(os.environ.get("VAE_LAB_DATA", "data"), download=False)
+    datamodule = MNISTDataModule(data_root(), download=False)
     datamodule.setup()
     images, labels = datamodule.train_set.tensors
     writer = SummaryWriter(tempfile.mkdtemp())
     for model in (DenseVAE(20), ConvVAE(20), ConvVAE(2), CVAE(20)):
-        figures = FigureLogger(writer.log_dir)
+        figures = FigureLogger()
         figures.setup(SimpleNamespace(datamodule=datamodule), SimpleNamespace(seed=0, model=model), "fit")
 
         def log_pictures():
@@ -56,8 +56,8 @@ def main():
         def train_steps():
             for step in range(STEPS):
                 x, y = images[step * 128:(step + 1) * 128], labels[step * 128:(step + 1) * 128]
-                logits, mu, logvar = model(x, y if model.num_classes else None)
-                losses = loss(logits, x, mu, logvar)
+                mu, logvar = model.encode(x, y)
+                losses = loss(model, x, y, mu, logvar, Constant(1.0))
                 optimizer.zero_grad()
                 losses["loss"].backward()
                 optimizer.step()

@@ -42,14 +42,16 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from vae_lab.cli import exit_on_error
-from vae_lab.data import MNISTDataModule
+from vae_lab.data import MNISTDataModule, data_root
 from vae_lab.losses import VAELoss
+from vae_lab.schedules import Constant
 from vae_lab.models import ConvVAE, DenseVAE
 from vae_lab.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = os.environ.get("VAE_LAB_DATA", "data")
+DATA_ROOT = data_root()
 MODELS = {"dense": DenseVAE, "conv": ConvVAE}
+ELBO = Constant(1.0)  # the default KL schedule: β = 1
 WARMUP = 10  # steps before any timing
 # ratios: (steps per turn, turns) per model, a few tenths of a second per way and turn
 WINDOWS = {"dense": (50, 8), "conv": (15, 8)}
@@ -158,8 +160,8 @@ def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callabl
         x, _ = next(batches)
         x = x.to(DEVICE)
         optimizer.zero_grad()
-        logits, mu, logvar = model(x)
-        loss = loss_function(logits, x, mu, logvar)["loss"]
+        mu, logvar = model.encode(x)
+        loss = loss_function(model, x, None, mu, logvar, ELBO)["loss"]
         loss.backward()
         if read_loss:
             loss.item()
@@ -195,8 +197,8 @@ class BareModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, _ = batch
-        logits, mu, logvar = self.model(x)
-        return self.loss(logits, x, mu, logvar)["loss"]
+        mu, logvar = self.model.encode(x)
+        return self.loss(self.model, x, None, mu, logvar, ELBO)["loss"]
 
     def configure_optimizers(self):
         return configured_optimizer(self.parameters())

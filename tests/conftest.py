@@ -13,7 +13,7 @@ DATA_ROOT = Path(os.environ.get("VAE_LAB_DATA", REPO.parent / "shared" / "data")
 # Tiny but real trainings: a few hundred steps on real MNIST, quiet, on the CPU.
 SHORT_RUN = [
     "trainer.limit_train_batches=100", "trainer.limit_val_batches=20",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null", "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu", "trainer.log_every_n_steps=10",
 ]
 # Tinier still: 5 training and 2 validation batches per epoch, for runs whose numbers do not matter.

@@ -1,9 +1,12 @@
 """Bad command lines end with one clear line and a non-zero exit, before any training."""
+import re
 import time
 
 import pytest
+import yaml
 
-from conftest import run_train
+from conftest import REPO, run_train
+from vae_lab.config import ALIASES
 
 # Each bad command line, and how the last line it prints must begin. Paths are relative to the repo.
 BAD_OVERRIDES = {
@@ -24,10 +27,28 @@ BAD_OVERRIDES = {
     "data.root=/no/such/folder data.download=false": "error: MNIST not found in /no/such/folder/MNIST/raw",
     "data.root=train.py": "error: data root train.py is a file, not a folder",
     "data.binarize=sometimes": "error: data.binarize=sometimes must be one of none, dynamic, static",
-    "evaluate.k=-1": "error: evaluate: k=-1, n_images=10000, n_samples=0: k and n_samples must be >= 0",
+    "callbacks=evaluate callbacks.evaluate.k=0": "error: callbacks.evaluate: k=0, n_images=10000, n_samples=0: k and n_images must be >= 1",
+    "trainer.limit_val_batches=0": "error: trainer.limit_val_batches=0: every epoch is validated",
+    # a setting that follows a top-level key is never set apart from it (the run would misreport itself)
+    "model.z_dim=5": "error: model.z_dim=5: model.z_dim follows z_dim; set z_dim=5 instead",
+    "kl_schedule.beta=4": "error: kl_schedule.beta=4: kl_schedule.beta follows beta; set beta=4 instead",
+    "trainer.max_epochs=3": "error: trainer.max_epochs=3: trainer.max_epochs follows epochs; set epochs=3 instead",
+    "trainer.max_epochs=abc": "error: trainer.max_epochs=abc: trainer.max_epochs follows epochs; set epochs=abc instead",
+    "optimizer.lr=0.01": "error: optimizer.lr=0.01: optimizer.lr follows lr; set lr=0.01 instead",
+    "data.batch_size=64": "error: data.batch_size=64: data.batch_size follows batch_size; set batch_size=64 instead",
+    "data.seed=3": "error: data.seed=3: data.seed follows seed; set seed=3 instead",
+    "logger.save_dir=/tmp/elsewhere": "error: logger.save_dir=/tmp/elsewhere: logger.save_dir follows output_dir",
+    # values of the wrong type for what they are passed to
+    "trainer.log_every_n_steps=abc": "error: trainer.log_every_n_steps=abc must be an integer or null",
+    "trainer.num_sanity_val_steps=abc": "error: trainer.num_sanity_val_steps=abc must be an integer or null",
+    "trainer.limit_train_batches=abc": "error: trainer.limit_train_batches=abc must be an integer or a number or null",
+    "callbacks.figures.every_n_epochs=abc": "error: callbacks.figures.every_n_epochs=abc must be an integer",
+    "callbacks.figures.n_samples=0": "error: callbacks.figures: every_n_epochs=1 must be >= 0 and n_samples=0 >= 1",
+    "data.download=maybe": "error: data.download=maybe must be true or false",
     "trainer.accelerator=banana": "error: trainer: You selected an invalid accelerator name: `accelerator='banana'`",
     "trainer.devices=0": "error: trainer: `Trainer(devices=0)` value is not a valid input",
-    "+model.width=3": "error: model: DenseVAE.__init__() got an unexpected keyword argument 'width'",
+    "+model.width=3": "error: model.width: model dense has no such setting (its settings: z_dim, hidden)",
+    "model.hidden=[256,0]": "error: model.hidden=[256, 0] must be a list of integers >= 1",
 }
 
 
@@ -74,3 +95,24 @@ def test_unknown_loss_is_refused(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "Could not find 'loss/l1'" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_every_setting_that_follows_a_top_level_key_is_guarded():
+    """Each `${key}` of a top-level key in a group's files is in ALIASES, so it cannot be set apart."""
+    primary = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    top_level = set(primary) - {"defaults", "hydra"}
+    found = set()
+
+    def walk(node, path):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{path}.{key}")
+            elif isinstance(value, str) and (match := re.fullmatch(r"\$\{(\w+)\}", value)) and match[1] in top_level:
+                found.add((f"{path}.{key}", match[1]))
+
+    walk({key: value for key, value in primary.items() if key in top_level and isinstance(value, dict)}, "")
+    found = {(path.removeprefix("."), top) for path, top in found}
+    for file in (REPO / "conf").glob("*/*.yaml"):
+        if file.parent.name not in ("experiment", "hydra"):
+            walk(yaml.safe_load(file.read_text()) or {}, file.parent.name)
+    assert found == set(ALIASES.items())

@@ -16,7 +16,9 @@ from vae_lab.losses import reconstruction_error
 
 DOCS = REPO / "docs"
 CONF = REPO / "conf"
-GROUPS = ("model", "loss", "data", "trainer")  # in the defaults list: every key is checked
+# the groups of the defaults list: every key of every option is checked
+GROUPS = tuple(next(iter(entry)) for entry in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
+               if isinstance(entry, dict))
 # picked with +experiment=NAME or on top of a Hydra plugin's config: only their rows are checked here
 EXTRA_GROUPS = ("experiment", "hydra/launcher", "hydra/sweeper")
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in (*GROUPS, *EXTRA_GROUPS)}

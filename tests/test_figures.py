@@ -20,6 +20,7 @@ from conftest import REPO
 from vae_lab import figures
 from vae_lab.checkpoint import load_model
 from vae_lab.generate import main as generate_main
+from vae_lab.inference import decode_images
 from vae_lab.models import DenseVAE
 
 TILE = 28 + 2  # figures.grid pads every tile with 2 px
@@ -88,7 +89,7 @@ def test_manifold_tiles_decode_the_normal_quantile_grid():
     torch.testing.assert_close(q[[0, -1]], torch.tensor([-1.6449, 1.6449]), atol=1e-4, rtol=0)
     picture = figures.manifold(model)
     tile = picture[0, 2 + 5 * TILE: 2 + 5 * TILE + 28, 2 + 7 * TILE: 2 + 7 * TILE + 28]  # row 5, column 7
-    torch.testing.assert_close(tile, figures.decode_images(model, latents[5 * 16 + 7: 5 * 16 + 8])[0, 0])
+    torch.testing.assert_close(tile, decode_images(model, latents[5 * 16 + 7: 5 * 16 + 8])[0, 0])
 
 
 def test_samples_use_the_same_z_for_the_same_seed():
@@ -96,7 +97,7 @@ def test_samples_use_the_same_z_for_the_same_seed():
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_set=TensorDataset(images, labels)))
 
     def fixed_z(seed):
-        logger = figures.FigureLogger("unused")
+        logger = figures.FigureLogger()
         logger.setup(trainer, SimpleNamespace(seed=seed, model=DenseVAE(z_dim=4)), "fit")
         return logger.z
 
@@ -108,7 +109,7 @@ def test_traversal_puts_the_highest_kl_dimension_first():
     picture = figures.traversal(model, kl_per_dim=torch.tensor([0.1, 3.0, 0.0, 1.0]), max_dims=2, n=3)
     z = torch.zeros(3, 4)
     z[:, 1] = figures.normal_quantiles(3)
-    first_row = figures.grid(figures.decode_images(model, z), nrow=3)[:, :TILE + 2]
+    first_row = figures.grid(decode_images(model, z), nrow=3)[:, :TILE + 2]
     torch.testing.assert_close(picture[:, :TILE + 2], first_row)
 
 

@@ -2,7 +2,10 @@ import pytest
 import torch
 from torch.distributions import Normal
 
+from vae_lab.errors import VaeLabError
 from vae_lab.losses import VAELoss, kl_divergence, reconstruction_error
+from vae_lab.models import DenseVAE
+from vae_lab.schedules import Constant
 
 
 def test_closed_form_kl_matches_monte_carlo():
@@ -22,15 +25,47 @@ def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
     assert (kl_divergence(torch.randn(2, 5), torch.randn(2, 5)) >= 0).all()
 
 
+def encoded(z_dim=4, n=8, seed=0):
+    """A real (untrained) dense model, n images and their encoding."""
+    torch.manual_seed(seed)
+    model, x = DenseVAE(z_dim=z_dim), torch.rand(n, 1, 28, 28)
+    return model, x, *model.encode(x)
+
+
 @pytest.mark.parametrize("likelihood", ["bce", "mse"])
 def test_beta_weights_only_the_kl(likelihood):
-    torch.manual_seed(0)
-    logits, x = torch.randn(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
-    mu, logvar = torch.randn(8, 4), torch.randn(8, 4)
-    plain = VAELoss(likelihood, beta=0.0)(logits, x, mu, logvar)
+    model, x, mu, logvar = encoded()
+    torch.manual_seed(1)
+    plain = VAELoss(likelihood)(model, x, None, mu, logvar, Constant(0.0))
     assert plain["loss"] == plain["recon"]
-    weighted = VAELoss(likelihood, beta=8.0)(logits, x, mu, logvar)
+    torch.manual_seed(1)  # the same noise
+    weighted = VAELoss(likelihood)(model, x, None, mu, logvar, Constant(8.0))
     torch.testing.assert_close(weighted["loss"], plain["recon"] + 8.0 * plain["kl"])
+
+
+def test_iwae_with_one_sample_is_exactly_the_elbo_for_the_same_noise():
+    model, x, mu, logvar = encoded()
+    torch.manual_seed(1)
+    eps = torch.randn(1, *mu.shape)
+    recon = reconstruction_error(model.decode(mu + torch.exp(0.5 * logvar) * eps[0]), x, "bce").mean()
+    elbo_loss = recon + kl_divergence(mu, logvar).sum(1).mean()
+    torch.manual_seed(1)
+    iwae = VAELoss("bce", iwae_k=1)(model, x, None, mu, logvar, Constant(1.0))
+    assert torch.equal(iwae["loss"], elbo_loss) and torch.equal(iwae["recon"], recon)
+
+
+def test_free_bits_hold_each_dimensions_kl_term_at_lambda_when_below_it():
+    model, x, _, _ = encoded(z_dim=3)
+    mu = torch.tensor([[0.0, 0.0, 3.0]]).repeat(len(x), 1).requires_grad_()  # KL per dim 0, 0, 4.5 nats
+    logvar = torch.zeros(len(x), 3)
+    torch.manual_seed(1)
+    plain = VAELoss("bce")(model, x, None, mu, logvar, Constant(1.0))
+    torch.manual_seed(1)
+    floored = VAELoss("bce", free_bits=0.5)(model, x, None, mu, logvar, Constant(1.0))
+    assert plain["kl"].item() == floored["kl"].item() == pytest.approx(4.5)  # the reported KL is the true one
+    torch.testing.assert_close(floored["loss"] - floored["recon"], torch.tensor(0.5 + 0.5 + 4.5))
+    (gradient,) = torch.autograd.grad(floored["loss"] - floored["recon"], mu)
+    assert (gradient[:, :2] == 0).all() and (gradient[:, 2] > 0).all()  # below λ: no pull towards the prior
 
 
 def test_bce_is_the_bernoulli_negative_log_likelihood_summed_over_pixels():
@@ -47,14 +82,14 @@ def test_mse_is_the_squared_error_of_the_probabilities_summed_over_pixels():
 
 
 def test_losses_are_per_sample_batch_means():
-    torch.manual_seed(0)
-    logits, x, mu, logvar = torch.randn(1, 1, 28, 28), torch.rand(1, 1, 28, 28), torch.randn(1, 4), torch.randn(1, 4)
-    one = VAELoss("bce")(logits, x, mu, logvar)
-    many = VAELoss("bce")(*(t.repeat(16, *[1] * (t.dim() - 1)) for t in (logits, x, mu, logvar)))
+    model, x, mu, _ = encoded(n=1)
+    logvar = torch.full_like(mu, -40.0)  # σ ≈ 2e-9: every draw of z is mu, whatever the noise
+    one = VAELoss("bce")(model, x, None, mu, logvar, Constant(1.0))
+    many = VAELoss("bce")(model, x.repeat(16, 1, 1, 1), None, mu.repeat(16, 1), logvar.repeat(16, 1), Constant(1.0))
     for term in one:
         torch.testing.assert_close(one[term], many[term])
 
 
 def test_unknown_likelihood_is_refused():
-    with pytest.raises(ValueError, match="'bce' or 'mse'"):
+    with pytest.raises(VaeLabError, match="loss.likelihood=gaussian must be one of bce, mse"):
         VAELoss("gaussian")

@@ -3,6 +3,7 @@ log p(x) computed exactly, tightens the ELBO on a trained model, and the evaluat
 them into the run folder."""
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -193,7 +194,8 @@ def test_evaluate_errors_are_one_line(args, message):
 
 
 def test_evaluation_at_the_end_of_training_joins_the_hparams_table(tmp_path):
-    result = run_train("epochs=1", "evaluate.k=5", "evaluate.n_images=50", *TINY_RUN, run_dir=tmp_path)
+    result = run_train("epochs=1", "callbacks=evaluate", "callbacks.evaluate.k=5", "callbacks.evaluate.n_images=50",
+                       *TINY_RUN, run_dir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads((tmp_path / "metrics.json").read_text())
     assert found["iwae_k"] == 5 and found["n_images"] == 50 and "fid" not in found
@@ -201,3 +203,20 @@ def test_evaluation_at_the_end_of_training_joins_the_hparams_table(tmp_path):
     events.Reload()
     assert {"hparams/test_nll_bce", "hparams/active_units", "hparams/val_loss"} <= set(events.Tags()["scalars"])
     assert events.Scalars("hparams/test_nll_bce")[-1].value == pytest.approx(found["test_nll_bce"])
+
+
+def test_a_damaged_classifier_file_is_one_line_for_evaluate_and_for_training(classifier_path, tmp_path):
+    corrupt, foreign = tmp_path / "corrupt.pt", tmp_path / "foreign.pt"
+    corrupt.write_bytes(classifier_path.read_bytes()[:3000])
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    for path, fault in ((corrupt, "not a readable classifier file (truncated or corrupt)"),
+                        (foreign, "not a vae_lab classifier file; train it again with python -m vae_lab.classifier")):
+        result = evaluate("run=x", f"classifier={path}")
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == f"error: {path}: {fault}"
+    result = subprocess.run([sys.executable, "train.py", "callbacks=evaluate", "callbacks.evaluate.n_samples=100",
+                             *TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "VAE_LAB_DATA": str(DATA_ROOT), "VAE_LAB_CLASSIFIER": str(corrupt)})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: callbacks.evaluate: {corrupt}: not a readable classifier file (truncated or corrupt)"
+    assert not (tmp_path / "run").exists()

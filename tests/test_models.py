@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from vae_lab.models import CVAE, ConvVAE, DenseVAE
+from vae_lab.errors import VaeLabError
+from vae_lab.models import CVAE, ConvVAE, DenseVAE, build_model
 
 MODELS = {"dense": DenseVAE, "conv": ConvVAE, "cvae": CVAE}
 # Parameter counts of the reference course project's models at z_dim=20.
@@ -9,7 +10,7 @@ REFERENCE_PARAMETERS = {"dense": 476_216, "conv": 826_424, "cvae": 330_824}
 
 
 def labels_for(model, n):
-    return torch.arange(n) % 10 if model.num_classes else None
+    return torch.arange(n) % 10  # every model takes labels; unconditional ones ignore them
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -67,3 +68,38 @@ def test_reparameterize_has_the_posterior_moments():
     z = DenseVAE.reparameterize(mu, logvar)
     torch.testing.assert_close(z.mean(0), torch.tensor([1.5, -2.0]), atol=0.01, rtol=0)
     torch.testing.assert_close(z.var(0), torch.tensor([1.0, torch.exp(torch.tensor(-2.0)).item()]), atol=0.01, rtol=0.02)
+
+
+def test_build_model_chooses_by_name_and_checks_every_argument():
+    model = build_model({"name": "dense", "z_dim": 5, "hidden": [64, 32]})
+    assert isinstance(model, DenseVAE) and model.z_dim == 5
+    assert [m.out_features for m in model.encoder if isinstance(m, torch.nn.Linear)] == [64, 32]
+    assert sum(p.numel() for p in build_model({"name": "conv", "z_dim": 20}).parameters()) == 826_424
+    refused = {
+        "model.name=transformer is not a vae_lab model; use one of dense, conv, cvae": {"name": "transformer"},
+        "model._target_=os.system names code; a model is chosen by model.name": {"_target_": "os.system"},
+        "model.width: model dense has no such setting (its settings: z_dim, hidden)": {"name": "dense", "width": 3},
+        "model.z_dim=0 must be an integer >= 1": {"name": "dense", "z_dim": 0},
+        "model.z_dim=abc must be an integer >= 1": {"name": "cvae", "z_dim": "abc"},
+        "model.hidden=[256, 0] must be a list of integers >= 1": {"name": "dense", "hidden": [256, 0]},
+        "model.hidden={'_target_': 'os.system'} must be": {"name": "dense", "hidden": {"_target_": "os.system"}},
+        "model.channels=[4, 4] must be a list of 3 integers >= 1": {"name": "conv", "channels": [4, 4]},
+    }
+    for message, config in refused.items():
+        with pytest.raises(VaeLabError) as error:
+            build_model(config)
+        assert str(error.value).startswith(message)
+
+
+def test_dense_hidden_widths_set_the_layers_and_keep_the_reference_by_default():
+    wide = DenseVAE(z_dim=50, hidden=(200, 200))
+    # 784-200-200-(50+50) and 50-200-200-784
+    expected = (784 * 200 + 200) + (200 * 200 + 200) + 2 * (200 * 50 + 50) + (50 * 200 + 200) + (200 * 200 + 200) + (200 * 784 + 784)
+    assert sum(p.numel() for p in wide.parameters()) == expected
+    assert sum(p.numel() for p in DenseVAE().parameters()) == REFERENCE_PARAMETERS["dense"]
+
+
+@pytest.mark.parametrize("name", ["dense", "conv"])
+def test_unconditional_models_take_labels_and_ignore_them(name):
+    model, x = MODELS[name](z_dim=3), torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(model.encode(x, torch.tensor([0, 1, 2, 3])), model.encode(x))

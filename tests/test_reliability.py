@@ -1,5 +1,7 @@
 """Crashes, bad checkpoints and runaway losses on short real trainings; see docs/reliability.md."""
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -11,6 +13,8 @@ import torch
 from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_sweep, run_train, scalars
 from vae_lab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vae_lab.errors import VaeLabError
+from vae_lab.evaluate import main as evaluate_main
+from vae_lab.generate import main as generate_main
 from vae_lab.module import LitVAE
 from vae_lab.train import train
 
@@ -90,11 +94,11 @@ def test_a_new_run_never_writes_into_another_runs_folder(tmp_path):
 def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, data_root):
     losses = LitVAE._losses
 
-    def nan_from_step_7(self, batch):
-        terms = losses(self, batch)
+    def nan_from_step_7(self, batch, epoch):
+        terms, mu, logvar = losses(self, batch, epoch)
         if self.training and self.global_step >= 7:
             terms["loss"] = terms["loss"] * float("nan")
-        return terms
+        return terms, mu, logvar
 
     monkeypatch.setattr(LitVAE, "_losses", nan_from_step_7)
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -105,6 +109,9 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tm
     assert checkpoint["global_step"] == 5  # the end of epoch 0, not written again after the NaN
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
     assert sorted(path.name for path in last.parent.iterdir()) == ["best-epoch00.ckpt", "last.ckpt"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("training loss became nan at step 7")
+    assert summary["global_step"] == 7 and "final" not in summary
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch, data_root):
@@ -161,10 +168,10 @@ BAD_CHECKPOINTS = {
     "empty": ("empty", "not a readable checkpoint (truncated or corrupt)"),
     "corrupt": ("flipped", "not a readable checkpoint (truncated or corrupt)"),
     "a tensor, not a checkpoint": ("tensor", "not a vae_lab training checkpoint (no state_dict, optimizer_states"),
-    "another model": ("model=conv", "holds weights of vae_lab.models.dense.DenseVAE (z_dim=20), which do not fit "
-                                    "the configured model vae_lab.models.conv.ConvVAE (z_dim=20)"),
-    "another z_dim": ("z_dim=2", "holds weights of vae_lab.models.dense.DenseVAE (z_dim=20), which do not fit "
-                                 "the configured model vae_lab.models.dense.DenseVAE (z_dim=2)"),
+    "another model": ("model=conv", "holds weights of model dense (z_dim=20), which do not fit "
+                                    "the configured model conv (z_dim=20)"),
+    "another z_dim": ("z_dim=2", "holds weights of model dense (z_dim=20), which do not fit "
+                                 "the configured model dense (z_dim=2)"),
 }
 
 
@@ -186,3 +193,107 @@ def test_bad_checkpoint_gives_one_line_naming_the_file(case, dense_checkpoint, t
         train(make_config(tmp_path / "run", f"ckpt_path={path}", *overrides, *TINY_RUN))
     assert str(error.value).startswith(f"{path}: {message}")
     assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
+
+
+def hostile_checkpoints(dense_checkpoint, folder):
+    """Real checkpoints whose stored run config (Lightning's hyper_parameters) names code, each with
+    the line it must be refused with, the marker file its payload would write and the victim file
+    it would change or delete."""
+    marker, victim = folder / "marker", folder / "victim.txt"
+    victim.write_text("the user's file\n")
+
+    class WritesTheMarker:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').write('ran code')",)
+
+    payloads = {
+        "os.system": {"_target_": "os.system", "command": f"touch {marker}"},
+        "builtins.open": {"_target_": "builtins.open", "file": str(victim), "mode": "w"},
+        "pathlib.Path.unlink": {"_target_": "pathlib.Path.unlink",
+                                "self": {"_target_": "pathlib.Path", "_args_": [str(victim)]}},
+        "torch.load": {"_target_": "torch.load", "weights_only": False,
+                       "f": {"_target_": "io.BytesIO", "initial_bytes": pickle.dumps(WritesTheMarker())}},
+        "an unknown model": {"name": "transformer", "z_dim": 20},
+    }
+    checkpoint = torch.load(dense_checkpoint, weights_only=True)
+    cases = {}
+    for name, payload in payloads.items():
+        path = folder / f"{name.replace(' ', '_')}.ckpt"
+        torch.save({**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], "model": payload}}, path)
+        reason = ("model.name=transformer is not a vae_lab model; use one of dense, conv, cvae" if name == "an unknown model"
+                  else f"model._target_={name} names code; a model is chosen by model.name, one of dense, conv, cvae")
+        cases[name] = (path, f"error: {path}: refused: {reason}")
+    return cases, marker, victim
+
+
+def test_a_checkpoint_whose_config_names_code_is_refused_by_every_tool(dense_checkpoint, tmp_path):
+    cases, marker, victim = hostile_checkpoints(dense_checkpoint, tmp_path)
+    assert torch.load(cases["torch.load"][0], weights_only=True)  # each passes the weights-only unpickler
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def refused_line(command, *args):
+        with pytest.raises(SystemExit) as exit:
+            command(list(args))
+        return str(exit.value.code)
+
+    for name, (path, line) in cases.items():
+        assert refused_line(generate_main, f"run={path}", f"out={tmp_path / 'generated'}") == line, name
+        assert refused_line(evaluate_main, f"run={path}", "n_samples=0", f"out={tmp_path / 'metrics.json'}") == line, name
+        with pytest.raises(VaeLabError) as error:  # resuming from it
+            train(make_config(tmp_path / "run", f"ckpt_path={path}", *TINY_RUN))
+        assert f"error: {error.value}" == line, name
+        assert not marker.exists() and victim.read_text() == "the user's file\n", name
+        assert sorted(p.name for p in tmp_path.iterdir()) == before, name  # nothing was written
+
+    # and as a user runs the tools: one line, no traceback
+    path, line = cases["os.system"]
+    env = {**os.environ, "VAE_LAB_DATA": str(DATA_ROOT)}
+    for command in (["-m", "vae_lab.generate", f"run={path}"], ["-m", "vae_lab.evaluate", f"run={path}", "n_samples=0"],
+                    ["train.py", f"ckpt_path={path}", *TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}"]):
+        result = subprocess.run([sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == line
+    assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def rising_run(output_dir, *overrides) -> subprocess.CompletedProcess:
+    """tests/rising_probe.py: validation loss rises after the first epoch (5 steps an epoch)."""
+    return subprocess.run([sys.executable, "tests/rising_probe.py", str(output_dir), *overrides, *TINY_RUN],
+                          cwd=REPO, env={**os.environ, "VAE_LAB_DATA": str(DATA_ROOT)},
+                          capture_output=True, text=True, timeout=300)
+
+
+def best_score(checkpoint: dict) -> float:
+    """The best val/loss the checkpoint callback had seen when this checkpoint was written."""
+    (state,) = [s for s in checkpoint["callbacks"].values() if "best_model_score" in s]
+    return float(state["best_model_score"])
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_validation_gets_worse(tmp_path):
+    result = rising_run(tmp_path, "epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    val_loss = [value for _, value in scalars(tmp_path)["val/loss"]]  # at step 0, then after each epoch
+    assert val_loss[1] < val_loss[2] < val_loss[3], val_loss  # the first epoch stays the best
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 15 and last["epoch"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best-epoch00.ckpt", "last.ckpt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "best-epoch00.ckpt")["global_step"] == 5
+
+
+def test_a_run_killed_after_a_worse_epoch_resumes_from_it_and_keeps_its_best(tmp_path):
+    killed, resumed = tmp_path / "killed", tmp_path / "resumed"
+    result = rising_run(killed, "--die-at-epoch", "2", "epochs=4")
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    last = killed / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["global_step"] == 10  # both finished epochs, the worse one included
+
+    result = rising_run(resumed, "epochs=4", f"ckpt_path={last}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert min(step for step, _ in scalars(resumed)["train/loss"]) == 10  # it went on from the last epoch
+    assert load_checkpoint(resumed / "checkpoints" / "last.ckpt")["global_step"] == 20
+    # the best over the whole run, resumes included: epoch 0's, carried into the new folder
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["best-epoch00.ckpt", "last.ckpt"]
+    earlier, carried = (load_checkpoint(run / "checkpoints" / "best-epoch00.ckpt") for run in (killed, resumed))
+    assert all(torch.equal(carried["state_dict"][k], v) for k, v in earlier["state_dict"].items())
+    assert best_score(load_checkpoint(resumed / "checkpoints" / "last.ckpt")) == best_score(load_checkpoint(last))
+    assert "dirpath has changed" not in result.stderr

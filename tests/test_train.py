@@ -1,4 +1,6 @@
 """Short real trainings on real MNIST, through train.py as a user runs it."""
+import json
+
 import pytest
 import torch
 import yaml
@@ -29,10 +31,10 @@ def test_run_folder_has_events_checkpoints_and_resolved_config(finished_run):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["model"]["_target_"].startswith(f"vae_lab.models.{model}.")
+    assert config["model"]["name"] == model
     assert config["loss"]["likelihood"] == loss and config["output_dir"] == str(run_dir)
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["vae_lab_config"] == config and checkpoint["global_step"] == 200
+    assert checkpoint["hyper_parameters"] == config and checkpoint["global_step"] == 200
 
 
 def test_resume_continues_from_the_checkpoint(short_runs, tmp_path):
@@ -60,8 +62,8 @@ def test_epoch_means_are_the_means_of_the_logged_steps(tmp_path):
     # train/*_epoch are summed in the module, not by Lightning: check them against the steps, over
     # two epochs (so the sums start again), with the progress bar drawn as by default.
     run_dir = tmp_path / "run"
-    result = run_train("epochs=2", *TINY_RUN, "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=true",
-                       run_dir=run_dir)
+    with_bar = [o for o in TINY_RUN if not o.startswith("callbacks.progress_bar")]
+    result = run_train("epochs=2", *with_bar, "trainer.log_every_n_steps=1", run_dir=run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     logged = scalars(run_dir)
     for term in ("loss", "recon", "kl"):
@@ -70,3 +72,23 @@ def test_epoch_means_are_the_means_of_the_logged_steps(tmp_path):
         assert len(steps) == 10 and len(epochs) == 2
         assert epochs == pytest.approx([sum(steps[:5]) / 5, sum(steps[5:]) / 5], rel=1e-5)
     assert "Epoch 1: 100%" in result.stdout  # the configured progress bar (TQDM writes to stdout)
+
+
+REFERENCE_PARAMETERS = {"dense": 476_216, "conv": 826_424, "cvae": 330_824}
+
+
+def test_summary_records_what_the_run_trained_and_how_it_ended(finished_run):
+    model, loss, run_dir = finished_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["error"] is None
+    assert summary["settings"] == yaml.safe_load((run_dir / "hparams.yaml").read_text())
+    assert (summary["settings"]["model"], summary["settings"]["loss"], summary["settings"]["epochs"]) == (model, loss, 2)
+    logged = scalars(run_dir)
+    for key, tag in (("val_loss", "val/loss"), ("val_kl", "val/kl"), ("train_loss", "train/loss_epoch")):
+        assert summary["final"][key] == pytest.approx(logged[tag][-1][1])
+    if summary["settings"]["z_dim"] == 20:
+        assert summary["parameters"] == REFERENCE_PARAMETERS[model]
+    assert (summary["global_step"], summary["epochs_trained"], summary["device"]) == (200, 2, "cpu")
+    assert summary["seconds"] > 0 and summary["versions"]["torch"] == torch.__version__
+    assert summary["checkpoints"]["last"] == "checkpoints/last.ckpt"
+    assert summary["figures"]["error"] is None and "reconstructions.png" in summary["figures"]["written"]

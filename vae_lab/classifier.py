@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vae_lab.checkpoint import safe_load
 from vae_lab.cli import exit_on_error, parse_options
-from vae_lab.data import EpochBatchSampler, load_mnist
+from vae_lab.data import EpochBatchSampler, data_root, load_mnist
 from vae_lab.errors import VaeLabError
 
 DEFAULTS = {"epochs": 3, "out": None, "data_root": None, "seed": 0}
@@ -104,18 +105,23 @@ def load_classifier(path: str | os.PathLike | None = None) -> tuple[Classifier, 
     path = Path(path).expanduser() if path else default_path()
     if not path.is_file():
         raise VaeLabError(f"no classifier at {path}: train it once with python -m vae_lab.classifier")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = safe_load(path, what="classifier file")
     classifier = Classifier()
-    classifier.load_state_dict(saved["state_dict"])
-    return classifier.eval(), saved["test_accuracy"]
+    accuracy = saved.get("test_accuracy") if isinstance(saved, dict) else None
+    try:
+        classifier.load_state_dict(saved["state_dict"])
+    except (TypeError, KeyError, RuntimeError):
+        accuracy = None
+    if not isinstance(accuracy, float):
+        raise VaeLabError(f"{path}: not a vae_lab classifier file; train it again with python -m vae_lab.classifier")
+    return classifier.eval(), accuracy
 
 
 def main(argv: list[str] | None = None) -> None:
     def command():
         options = parse_options(argv, DEFAULTS, "python -m vae_lab.classifier", at_least={"epochs": 1, "seed": 0})
-        data_root = options.data_root or os.environ.get("VAE_LAB_DATA") or "data"
         out = Path(options.out).expanduser() if options.out else default_path()
-        classifier, test_accuracy = train_classifier(data_root, options.epochs, options.seed)
+        classifier, test_accuracy = train_classifier(data_root(options.data_root), options.epochs, options.seed)
         save_classifier(classifier, test_accuracy, out)
         print(f"test accuracy {test_accuracy:.4f}; wrote {out}")
 

@@ -2,13 +2,31 @@
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import VaeLabError
 
 # What a run writes into its folder; a folder holding any of these belongs to another run.
 RUN_FILES = ("config.yaml", "checkpoints")
 BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.MNISTDataModule)
+LIKELIHOODS = ("bce", "mse")  # the values of loss.likelihood (vae_lab.losses.VAELoss)
+# Nested keys that follow a top-level one: the top-level key is the one setting, shown in the run
+# folder's name, the HPARAMS table and the report, so the copy may not be set on its own.
+ALIASES = {
+    "model.z_dim": "z_dim",
+    "kl_schedule.beta": "beta",
+    "trainer.max_epochs": "epochs",
+    "optimizer.lr": "lr",
+    "data.batch_size": "batch_size",
+    "data.seed": "seed",
+    "logger.save_dir": "output_dir",
+}
+
+
+def check_choice(key: str, value, choices) -> None:
+    """Raise VaeLabError unless value is one of choices."""
+    if value not in choices:
+        raise VaeLabError(f"{key}={value} must be one of {', '.join(choices)}")
 
 
 def process_rank() -> int:
@@ -20,8 +38,22 @@ def process_rank() -> int:
     return 0
 
 
+def check_aliases(cfg: DictConfig) -> None:
+    """Raise VaeLabError naming the top-level key to use when a key of ``ALIASES`` was set apart from it."""
+    for nested, top in ALIASES.items():
+        parent_key, _, key = nested.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key)
+        if parent is None or key not in parent:
+            continue
+        raw = OmegaConf.to_container(parent, resolve=False)[key]
+        if raw != f"${{{top}}}":
+            raise VaeLabError(f"{nested}={raw}: {nested} follows {top}; set {top}={raw} instead")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise VaeLabError naming the first invalid value, before anything is built."""
+    check_aliases(cfg)
+
     def positive_int(value):
         return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -36,9 +68,11 @@ def check_config(cfg: DictConfig) -> None:
     for key, ok, requirement in rules:
         if not ok:
             raise VaeLabError(f"{key}={cfg[key]} {requirement} (e.g. python train.py {key}=...)")
-    binarize = cfg.data.get("binarize", "none")
-    if binarize not in BINARIZE:
-        raise VaeLabError(f"data.binarize={binarize} must be one of {', '.join(BINARIZE)}")
+    if cfg.trainer.get("limit_val_batches") in (0, 0.0):
+        raise VaeLabError("trainer.limit_val_batches=0: every epoch is validated (val/loss picks the best "
+                          "checkpoint); give a number of batches or a fraction > 0")
+    check_choice("data.binarize", cfg.data.get("binarize", "none"), BINARIZE)
+    check_choice("loss.likelihood", cfg.loss.get("likelihood"), LIKELIHOODS)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     taken = [name for name in RUN_FILES if (Path(cfg.output_dir) / name).exists()]

@@ -15,11 +15,18 @@ import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.datasets import MNIST
 
-from vae_lab.config import BINARIZE
+from vae_lab.config import BINARIZE, check_choice
 from vae_lab.errors import VaeLabError
 
 log = logging.getLogger(__name__)
 HOW_TO_POINT = "set data.root=... or VAE_LAB_DATA to a folder holding MNIST/raw/, or data.download=true"
+
+
+def data_root(given: str | None = None, run_root: str | None = None) -> str:
+    """Where a tool reads the data: ``given`` (its data_root option), else $VAE_LAB_DATA, else the
+    run's own data.root, else ``data``. (Training reads ``data.root``, whose default is the same
+    variable: conf/data/mnist.yaml.)"""
+    return given or os.environ.get("VAE_LAB_DATA") or run_root or "data"
 
 
 class EpochBatchSampler(Sampler):
@@ -138,8 +145,7 @@ class MNISTDataModule(L.LightningDataModule):
     def __init__(self, root: str, batch_size: int = 128, download: bool = True, seed: int = 0,
                  binarize: str = "none"):
         super().__init__()
-        if binarize not in BINARIZE:
-            raise ValueError(f"binarize={binarize!r}: use one of {', '.join(BINARIZE)}")
+        check_choice("data.binarize", binarize, BINARIZE)
         self.root, self.batch_size, self.download, self.seed = root, batch_size, download, seed
         self.binarize = binarize
         self.train_set = self.val_set = None

@@ -1,7 +1,7 @@
 """Measure a trained run on the test digits and write ``metrics.json`` into its folder.
 
     python -m vae_lab.evaluate run=outputs/<run folder> [k=1000] [n_images=10000] [n_samples=10000]
-                               [seed=0] [out=FILE] [classifier=FILE]
+                               [seed=0] [checkpoint=last] [out=FILE] [classifier=FILE] [data_root=DIR]
 
 Writes (per test sample; what each means: docs/metrics.md):
   test_elbo, test_recon, test_kl   the loss terms with one z ~ q(z|x) each (units of val/…)
@@ -14,41 +14,39 @@ Writes (per test sample; what each means: docs/metrics.md):
                                    what the classifier of vae_lab.classifier makes of n_samples samples
                                    (n_samples=0 skips them; the classifier must be trained once first)
   classifier_test_accuracy         that classifier's measured accuracy on the test digits
-``run`` may also be a .ckpt file; ``out`` defaults to ``<run folder>/metrics.json``; ``classifier``
-to ``$VAE_LAB_CLASSIFIER`` or ``~/.cache/vae_lab/mnist_classifier.pt``; ``data_root``
+``run`` may also be a .ckpt file; ``checkpoint`` picks ``last`` (the state after the last epoch) or
+``best`` (lowest val/loss) of a run folder; ``out`` defaults to ``<run folder>/metrics.json``;
+``classifier`` to ``$VAE_LAB_CLASSIFIER`` or ``~/.cache/vae_lab/mnist_classifier.pt``; ``data_root``
 overrides where the test digits are read (default: VAE_LAB_DATA when set, else the run's data.root).
 On a CPU, k=1000 over all 10,000 test digits takes minutes to tens of minutes; k=100 is a quick look.
 """
-import json
-import os
 from pathlib import Path
-
-from lightning.pytorch.callbacks import Callback
 
 from vae_lab import metrics
 from vae_lab.checkpoint import load_model
-from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.classifier import load_classifier
-from vae_lab.data import binarized_split, load_mnist
+from vae_lab.cli import exit_on_error, parse_options
+from vae_lab.data import binarized_split, data_root, load_mnist
+from vae_lab.summary import Recording, write_json
 
-DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "out": None,
-            "classifier": None, "data_root": None}
+DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "checkpoint": "last",
+            "out": None, "classifier": None, "data_root": None}
 
 
-def load_test_digits(config: dict, data_root: str | None = None):
+def load_test_digits(config: dict, root: str | None = None):
     """(grey test digits, the same binarized as the run's data.binarize says); TensorDatasets."""
     data = config["data"]
-    grey = load_mnist(data_root or os.environ.get("VAE_LAB_DATA") or data["root"], train=False, download=False)
+    grey = load_mnist(data_root(root, data["root"]), train=False, download=False)
     return grey, binarized_split(grey, data.get("binarize", "none"), data["seed"], train=False)
 
 
 def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_samples: int = 0,
-            classifier: tuple | None = None, seed: int = 0, data_root: str | None = None) -> dict:
+            classifier: tuple | None = None, seed: int = 0, root: str | None = None) -> dict:
     """The metrics of the module docstring for a model in eval mode (see docs/metrics.md).
 
     ``classifier`` is what ``load_classifier`` returns; the sample metrics need it and n_samples > 0.
     """
-    grey, seen = load_test_digits(config, data_root)
+    grey, seen = load_test_digits(config, root)
     images, labels = (t[:n_images] for t in seen.tensors)
     likelihood = config["loss"]["likelihood"]
     terms = metrics.elbo_terms(model, images, labels, likelihood, seed=seed)
@@ -66,15 +64,10 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
     return result
 
 
-def write_json(result: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-
-
 def evaluate(options) -> Path:
     """Measures the run and writes the JSON file; returns its path."""
     classifier = load_classifier(options.classifier) if options.n_samples else None
-    model, config, checkpoint = load_model(options.run)
+    model, config, checkpoint = load_model(options.run, options.checkpoint)
     result = measure(model, config, options.k, options.n_images, options.n_samples, classifier,
                      options.seed, options.data_root)
     out = Path(options.out) if options.out else checkpoint.parent.parent / "metrics.json"
@@ -82,27 +75,30 @@ def evaluate(options) -> Path:
     return out
 
 
-class EvaluateAtEnd(Callback):
-    """At the end of training, ``measure`` the model into ``<output_dir>/metrics.json`` (before
-    ``vae_lab.figures.FigureLogger`` puts its numbers into the HPARAMS table). ``k=0`` skips it;
-    ``n_samples > 0`` needs the cached classifier."""
+class EvaluateAtEnd(Recording):
+    """At the end of training, ``measure`` the model into ``<run folder>/metrics.json`` and the
+    run's summary (and so the HPARAMS table). ``n_samples > 0`` needs the cached classifier."""
 
-    def __init__(self, output_dir: str, k: int = 0, n_images: int = 10_000, n_samples: int = 0):
-        if min(k, n_images - 1, n_samples) < 0:
-            raise ValueError(f"k={k}, n_images={n_images}, n_samples={n_samples}: k and n_samples must be >= 0, n_images >= 1")
-        self.output_dir, self.k, self.n_images, self.n_samples = Path(output_dir), k, n_images, n_samples
+    def __init__(self, k: int = 1000, n_images: int = 10_000, n_samples: int = 0):
+        if min(k - 1, n_images - 1, n_samples) < 0:
+            raise ValueError(f"k={k}, n_images={n_images}, n_samples={n_samples}: k and n_images must be >= 1, "
+                             "n_samples >= 0")
+        self.k, self.n_images, self.n_samples = k, n_images, n_samples
         # a missing classifier fails the run before training, not after it
-        self.classifier = load_classifier() if k and n_samples else None
+        self.classifier = load_classifier() if n_samples else None
+        self.result = {}
 
-    def on_fit_end(self, trainer, pl_module):
-        if not self.k or not trainer.is_global_zero:  # with DDP, the first process measures
+    def on_train_end(self, trainer, pl_module):
+        # on the training device still (Lightning moves the model to the CPU before on_fit_end)
+        if not trainer.is_global_zero:  # with DDP, the first process measures
             return
-        model, was_training = pl_module.model, pl_module.model.training
-        model.eval()
-        result = measure(model, pl_module.config, self.k, self.n_images, self.n_samples, self.classifier,
-                         pl_module.seed)
-        model.train(was_training)
-        write_json(result, self.output_dir / "metrics.json")
+        model = pl_module.model.eval()  # training is over
+        self.result = measure(model, pl_module.config, self.k, self.n_images, self.n_samples, self.classifier,
+                              pl_module.seed)
+        write_json(self.result, Path(trainer.default_root_dir) / "metrics.json")
+
+    def record(self) -> dict:
+        return {"metrics": self.result}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ Every function takes a ``vae_lab.models`` model and returns tensors on the CPU; 
 changes the model or draws from the global random generator, so the same inputs always give
 the same picture.
 """
-import json
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -12,13 +12,13 @@ import matplotlib
 matplotlib.use("Agg")  # files and TensorBoard only, never a window
 import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.core.saving import save_hparams_to_yaml
 from scipy.stats import norm
 from torchvision.utils import make_grid, save_image
 
-from vae_lab.losses import kl_divergence
+from vae_lab.inference import decode_images, kl_per_dimension, posterior
+from vae_lab.summary import Recording
 
+log = logging.getLogger(__name__)
 GRID_SIDE = 16  # tiles per side of the manifold and per row of a traversal
 
 
@@ -32,35 +32,10 @@ def normal_quantiles(n: int = GRID_SIDE) -> torch.Tensor:
     return torch.from_numpy(norm.ppf(torch.linspace(0.05, 0.95, n).numpy())).float()
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def decode_images(model, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixel probabilities (N, 1, 28, 28) of the latents z (N, z_dim), sigmoid applied once."""
-    device = _device(model)
-    return torch.sigmoid(model.decode(z.to(device), None if y is None else y.to(device))).cpu()
-
-
-@torch.no_grad()
-def posterior_means(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000):
-    """Means and log-variances of q(z|x) for a whole image set: two (N, z_dim) tensors."""
-    device, conditional = _device(model), model.num_classes > 0
-    mus, logvars = [], []
-    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
-        mu, logvar = model.encode(x.to(device), y.to(device) if conditional else None)
-        mus.append(mu.cpu())
-        logvars.append(logvar.cpu())
-    return torch.cat(mus), torch.cat(logvars)
-
-
-@torch.no_grad()
 def reconstructions(model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Originals (first row) over their reconstructions from the posterior mean (second row)."""
-    mu, _ = posterior_means(model, images, labels)
-    decoded = decode_images(model, mu, labels if model.num_classes else None)
-    return grid(torch.cat([images, decoded]), nrow=len(images))
+    mu, _ = posterior(model, images, labels)
+    return grid(torch.cat([images, decode_images(model, mu, labels)]), nrow=len(images))
 
 
 def samples(model, z: torch.Tensor) -> torch.Tensor:
@@ -82,14 +57,11 @@ def manifold_latents(n: int = GRID_SIDE) -> torch.Tensor:
     return torch.stack([z1.flatten(), z2.flatten()], dim=1)
 
 
-def manifold(model, n: int = GRID_SIDE) -> torch.Tensor:
-    """z_dim = 2: the n x n grid of decoded manifold_latents()."""
-    return grid(decode_images(model, manifold_latents(n)), nrow=n)
-
-
-def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Mean KL(q(z_d|x) ‖ N(0, 1)) over a set of images, per latent dimension: (z_dim,) nats."""
-    return kl_divergence(mu, logvar).mean(0)
+def manifold(model, n: int = GRID_SIDE, label: int | None = None) -> torch.Tensor:
+    """z_dim = 2: the n x n grid of decoded manifold_latents() (a conditional model needs a label)."""
+    latents = manifold_latents(n)
+    labels = None if label is None else torch.full((len(latents),), label)
+    return grid(decode_images(model, latents, labels), nrow=n)
 
 
 def traversal(model, kl_per_dim: torch.Tensor, max_dims: int = 10, n: int = GRID_SIDE) -> torch.Tensor:
@@ -102,6 +74,16 @@ def traversal(model, kl_per_dim: torch.Tensor, max_dims: int = 10, n: int = GRID
     return grid(decode_images(model, z.flatten(0, 1)), nrow=n)
 
 
+def interpolation(model, images: torch.Tensor, labels: torch.Tensor, steps: int = 10,
+                  label: int | None = None) -> torch.Tensor:
+    """One row decoded from ``steps`` points on the line between the posterior means of two images
+    (2, 1, 28, 28); a conditional model draws ``label``, or the first image's label."""
+    mu, _ = posterior(model, images, labels)
+    weights = torch.linspace(0, 1, steps).unsqueeze(1)
+    condition = torch.full((steps,), int(labels[0]) if label is None else label)
+    return grid(decode_images(model, (1 - weights) * mu[0] + weights * mu[1], condition), nrow=steps)
+
+
 def latent_scatter(mu: torch.Tensor, labels: torch.Tensor) -> plt.Figure:
     """z_dim = 2: the posterior means (N, 2) of a set of images, coloured by digit."""
     figure, axes = plt.subplots(figsize=(6, 5), dpi=100)
@@ -112,7 +94,7 @@ def latent_scatter(mu: torch.Tensor, labels: torch.Tensor) -> plt.Figure:
     return figure
 
 
-class FigureLogger(Callback):
+class FigureLogger(Recording):
     """Shows a run's progress in TensorBoard and leaves the final pictures in its folder.
 
     Every ``every_n_epochs`` validation epochs (and at initialisation; 0 = only at the end) it logs
@@ -120,13 +102,16 @@ class FigureLogger(Callback):
     ``images/samples`` (``n_samples`` fixed z ~ N(0, I), drawn once from the run's seed) or, for a
     conditional model, ``images/digits`` (one row per digit), and by latent size
     ``images/manifold`` and ``figures/latent_scatter`` (z_dim = 2) or ``images/traversal`` (z_dim > 2).
-    At the end of training it writes the same pictures as PNGs into ``output_dir``, the test set's
-    posterior means as a projector embedding (z_dim > 2) and the hyperparameters with the final
-    metrics and those of ``metrics.json`` when the run has one (the HPARAMS tab).
+    At the end of training it writes the same pictures as PNGs into the run folder and the test
+    set's posterior means as a projector embedding (z_dim > 2). A picture that fails to draw at the
+    end is reported in the run's summary; it does not fail a run that trained.
     """
 
-    def __init__(self, output_dir: str, every_n_epochs: int = 1, n_samples: int = 64):
-        self.output_dir, self.every_n_epochs, self.n_samples = Path(output_dir), every_n_epochs, n_samples
+    def __init__(self, every_n_epochs: int = 1, n_samples: int = 64):
+        if every_n_epochs < 0 or n_samples < 1:
+            raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 0 and n_samples={n_samples} >= 1")
+        self.every_n_epochs, self.n_samples = every_n_epochs, n_samples
+        self.written, self.error = [], None
 
     def setup(self, trainer, pl_module, stage):
         self.images, self.labels = trainer.datamodule.val_set.tensors
@@ -136,7 +121,7 @@ class FigureLogger(Callback):
     def posteriors(self, model, n_points: int | None = None):
         """(mu, logvar, labels) of q(z|x) for the first ``n_points`` test digits (all if None)."""
         images, labels = self.images[:n_points], self.labels[:n_points]
-        return (*posterior_means(model, images, labels), labels)
+        return (*posterior(model, images, labels), labels)
 
     def figures(self, model, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor) -> dict:
         """Name -> (3, H, W) image grid or matplotlib figure, for this model's kind and z_dim;
@@ -156,9 +141,9 @@ class FigureLogger(Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module):
         fitting = trainer.state.fn == "fit"
-        if not trainer.is_global_zero or trainer.sanity_checking or (fitting and not self.every_n_epochs):
+        if not trainer.is_global_zero or trainer.sanity_checking or trainer.logger is None:
             return
-        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs:
+        if fitting and (not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs):
             return
         writer, model = trainer.logger.experiment, pl_module.model  # in eval mode during validation
         # 2,000 test digits place the scatter well enough and keep this cheap during training.
@@ -168,48 +153,35 @@ class FigureLogger(Callback):
             else:
                 writer.add_image(f"images/{name}", figure, trainer.global_step)
 
-    def on_fit_end(self, trainer, pl_module):
+    def on_train_end(self, trainer, pl_module):
+        # on the training device still (Lightning moves the model to the CPU before on_fit_end)
         if not trainer.is_global_zero:  # with DDP, the first process draws and writes
             return
-        model = pl_module.model.eval()  # training is over
+        try:
+            self.written = self.write_pictures(trainer, pl_module.model.eval())
+        except Exception as error:  # a picture that fails must not fail a run that trained
+            self.error = f"{type(error).__name__}: {' '.join(str(error).split())}"
+            log.error("the end-of-run pictures failed (%s); the run's checkpoints and losses are kept", self.error)
+
+    def write_pictures(self, trainer, model) -> list[str]:
+        """The PNGs (and the projector embedding) of the trained model; returns the file names."""
+        folder = Path(trainer.default_root_dir)
         mu, logvar, labels = self.posteriors(model)
+        written = []
         for name, figure in self.figures(model, mu, logvar, labels).items():
-            path = self.output_dir / f"{name}.png"
+            path = folder / f"{name}.png"
             if isinstance(figure, plt.Figure):
                 figure.savefig(path)
                 plt.close(figure)
             else:
                 save_image(figure, path)
-        if model.z_dim > 2:
+            written.append(path.name)
+        if model.z_dim > 2 and trainer.logger is not None:
             trainer.logger.experiment.add_embedding(
                 mu, metadata=self.labels.tolist(), label_img=self.images,
                 global_step=trainer.global_step, tag="test_posterior_means",
             )
-        trainer.logger.log_hyperparams(run_hyperparameters(pl_module.config),
-                                       {**final_metrics(trainer), **evaluation_metrics(self.output_dir)})
-        # Lightning wrote hparams.yaml at the start, from the (empty) module hparams; fill it in.
-        save_hparams_to_yaml(Path(trainer.logger.log_dir) / "hparams.yaml", trainer.logger.hparams)
+        return written
 
-
-def run_hyperparameters(config: dict) -> dict:
-    """The settings that tell runs apart, flat, for TensorBoard's HPARAMS table."""
-    return {
-        "model": config["model"]["_target_"].split(".")[-2],  # vae_lab.models.<file>.<Class>
-        "loss": config["loss"]["likelihood"],
-        **{key: config[key] for key in ("beta", "z_dim", "epochs", "batch_size", "lr", "seed")},
-    }
-
-
-def final_metrics(trainer) -> dict:
-    """The last epoch's losses under hparams/ tags (so they don't add points to the curves)."""
-    metrics = trainer.callback_metrics
-    names = {"val/loss": "val_loss", "val/recon": "val_recon", "val/kl": "val_kl", "train/loss_epoch": "train_loss"}
-    return {f"hparams/{short}": metrics[tag].item() for tag, short in names.items() if tag in metrics}
-
-
-def evaluation_metrics(output_dir: Path) -> dict:
-    """The numbers in ``<output_dir>/metrics.json`` (``vae_lab.evaluate.EvaluateAtEnd``) under hparams/ tags."""
-    path = Path(output_dir) / "metrics.json"
-    found = json.loads(path.read_text()) if path.is_file() else {}
-    return {f"hparams/{key}": value for key, value in found.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    def record(self) -> dict:
+        return {"figures": {"written": self.written, "error": self.error}}

@@ -9,10 +9,10 @@ Writes into ``out`` (default ``<run folder>/generated``):
   manifold.png              z_dim = 2: the 16x16 grid of decoded normal quantiles (cvae: needs label)
   interpolation.png         decoded from 10 points between the posterior means of two test digits
                             (indices ``between``; cvae: conditioned on ``label`` or the first digit)
-``run`` may also be a .ckpt file; ``seed`` (default 0) fixes the samples; ``data_root`` overrides
-where the test digits are read (default: the run's data.root, or VAE_LAB_DATA when set).
+``run`` may also be a .ckpt file; ``checkpoint`` picks ``last`` (default) or ``best`` of a run
+folder; ``seed`` (default 0) fixes the samples; ``data_root`` overrides where the test digits are
+read (default: VAE_LAB_DATA when set, else the run's data.root).
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,12 @@ from torchvision.utils import save_image
 from vae_lab import figures
 from vae_lab.checkpoint import load_model
 from vae_lab.cli import exit_on_error, parse_options
-from vae_lab.data import load_mnist
+from vae_lab.data import data_root, load_mnist
 from vae_lab.errors import VaeLabError
+from vae_lab.inference import decode_images
 
-DEFAULTS = {"run": None, "n": 64, "label": None, "between": [0, 1], "seed": 0, "out": None, "data_root": None}
+DEFAULTS = {"run": None, "n": 64, "label": None, "between": [0, 1], "seed": 0, "checkpoint": "last",
+            "out": None, "data_root": None}
 
 
 def check_label(model, label) -> None:
@@ -39,10 +41,10 @@ def check_label(model, label) -> None:
 
 def generate(options) -> Path:
     """Writes the files described in the module docstring; returns the folder."""
-    model, config, checkpoint = load_model(options.run)
+    model, config, checkpoint = load_model(options.run, options.checkpoint)
     check_label(model, options.label)
-    data_root = options.data_root or os.environ.get("VAE_LAB_DATA") or config["data"]["root"]
-    test_images, test_labels = load_mnist(data_root, train=False, download=False).tensors
+    test_images, test_labels = load_mnist(data_root(options.data_root, config["data"]["root"]),
+                                          train=False, download=False).tensors
     between = list(options.between)
     if len(between) != 2 or not all(isinstance(i, int) and 0 <= i < len(test_images) for i in between):
         raise VaeLabError(f"between={between} must be two test-set indices in 0-{len(test_images) - 1}")
@@ -55,23 +57,13 @@ def generate(options) -> Path:
         labels = torch.full((options.n,), options.label) if options.label is not None else torch.arange(options.n) % 10
         np.save(out / "labels.npy", labels.numpy())
         save_image(figures.digit_rows(model, z[:10]), out / "digits.png")
-    images = figures.decode_images(model, z, labels)
+    images = decode_images(model, z, labels)
     np.save(out / "samples.npy", images.squeeze(1).numpy())
     save_image(figures.grid(images, nrow=int(options.n ** 0.5)), out / "samples.png")
-
     if model.z_dim == 2 and (not model.num_classes or options.label is not None):
-        latents = figures.manifold_latents()
-        condition = None if options.label is None else torch.full((len(latents),), options.label)
-        save_image(figures.grid(figures.decode_images(model, latents, condition), figures.GRID_SIDE),
-                   out / "manifold.png")
-
-    mu, _ = figures.posterior_means(model, test_images[between], test_labels[between])
-    weights = torch.linspace(0, 1, 10).unsqueeze(1)
-    path = (1 - weights) * mu[0] + weights * mu[1]
-    condition = None
-    if model.num_classes:
-        condition = torch.full((10,), options.label if options.label is not None else int(test_labels[between[0]]))
-    save_image(figures.grid(figures.decode_images(model, path, condition), nrow=10), out / "interpolation.png")
+        save_image(figures.manifold(model, label=options.label), out / "manifold.png")
+    save_image(figures.interpolation(model, test_images[between], test_labels[between], label=options.label),
+               out / "interpolation.png")
     return out
 
 

@@ -13,10 +13,8 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from vae_lab.classifier import Features, predict
-from vae_lab.figures import kl_per_dimension, posterior_means
-from vae_lab.losses import kl_divergence, reconstruction_error
-
-LOG_2PI = math.log(2 * math.pi)
+from vae_lab.inference import decode_images, device_of, kl_per_dimension, posterior
+from vae_lab.losses import kl_divergence, reconstruction_error, standard_normal_log_prob
 
 
 def log_likelihood(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -31,36 +29,31 @@ def log_likelihood(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> to
     return log_p
 
 
-def _standard_normal_log_prob(eps: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (eps.pow(2) + LOG_2PI).sum(-1)
-
-
 def _batches(model, images, labels, batch_size):
-    device, conditional = next(model.parameters()).device, model.num_classes > 0
+    device = device_of(model)
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
-        yield x.to(device), (y.to(device) if conditional else None)
+        yield x.to(device), y.to(device)
 
 
 @torch.no_grad()
-def log_weights(model, x: torch.Tensor, y: torch.Tensor | None, likelihood: str, k: int,
+def log_weights(model, x: torch.Tensor, y: torch.Tensor, likelihood: str, k: int,
                 generator: torch.Generator, max_rows: int = 10_000) -> torch.Tensor:
     """log w = log p(x|z) + log p(z) − log q(z|x) for k draws z ~ q(z|x) per image: (k, B) nats.
 
     At most ``max_rows`` images are decoded at once (k is split into chunks), so memory stays bounded.
     """
     mu, logvar = model.encode(x, y)
-    std = torch.exp(0.5 * logvar)
     chunk = max(1, max_rows // len(x))
     weights = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         eps = torch.randn(n, *mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
-        z = mu + std * eps  # (n, B, z_dim)
+        z = model.reparameterize(mu, logvar, eps)  # (n, B, z_dim)
         # log q(z|x) = Σ log N(eps; 0, 1) − Σ log σ, the change of variables z = mu + σ·eps
-        log_q = _standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)
-        logits = model.decode(z.flatten(0, 1), None if y is None else y.repeat(n))
+        log_q = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)
+        logits = model.decode(z.flatten(0, 1), y.repeat(n))
         log_px = log_likelihood(logits, x.repeat(n, 1, 1, 1), likelihood).view(n, len(x))
-        weights.append(log_px + _standard_normal_log_prob(z) - log_q)
+        weights.append(log_px + standard_normal_log_prob(z) - log_q)
     return torch.cat(weights)
 
 
@@ -91,7 +84,7 @@ def elbo_terms(model, images: torch.Tensor, labels: torch.Tensor, likelihood: st
     for x, y in _batches(model, images, labels, batch_size):
         mu, logvar = model.encode(x, y)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
-        logits = model.decode(mu + torch.exp(0.5 * logvar) * eps, y)
+        logits = model.decode(model.reparameterize(mu, logvar, eps), y)
         recon += reconstruction_error(logits, x, likelihood).sum().item()
         kl += kl_divergence(mu, logvar).sum().item()
     recon, kl = recon / len(images), kl / len(images)
@@ -101,7 +94,7 @@ def elbo_terms(model, images: torch.Tensor, labels: torch.Tensor, likelihood: st
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
     """Latent dimensions whose posterior mean varies across the data: Cov_x(E_q[z_d]) > threshold.
 
-    ``mu`` (N, z_dim) holds E_q[z] of N images (``vae_lab.figures.posterior_means``); Burda et al.
+    ``mu`` (N, z_dim) holds E_q[z] of N images (``vae_lab.inference.posterior``); Burda et al.
     (2015) count a unit as active when this variance exceeds 0.01.
     """
     return int((mu.var(0) > threshold).sum())
@@ -109,7 +102,7 @@ def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
 
 def latent_metrics(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
     """'active_units' (int) and 'kl_per_dim' (list of z_dim floats, nats) on the given images."""
-    mu, logvar = posterior_means(model, images, labels)
+    mu, logvar = posterior(model, images, labels)
     return {"active_units": active_units(mu), "kl_per_dim": kl_per_dimension(mu, logvar).tolist()}
 
 
@@ -139,14 +132,8 @@ def sample_quality(model, classifier, test_images: torch.Tensor, n_samples: int 
     as the digit asked for).
     """
     generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
     wanted = torch.arange(n_samples) % 10 if model.num_classes else None
-    samples = []
-    for index in torch.arange(n_samples).split(batch_size):
-        z = torch.randn(len(index), model.z_dim, generator=generator).to(device)
-        y = None if wanted is None else wanted[index].to(device)
-        samples.append(torch.sigmoid(model.decode(z, y)).cpu())
-    samples = torch.cat(samples)
+    samples = decode_images(model, torch.randn(n_samples, model.z_dim, generator=generator), wanted, batch_size)
     probs = predict(classifier, samples)
     histogram = probs.argmax(1).bincount(minlength=10).float() / n_samples
     result = {

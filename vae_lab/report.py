@@ -22,24 +22,20 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
-import yaml
-from omegaconf import OmegaConf
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vae_lab.errors import VaeLabError
+from vae_lab.summary import SUMMARY_FILE, numbers
 
-# column -> TensorBoard tag; the last value of each is the run's final one
-LOSSES = {"train loss": "train/loss_epoch", "val loss": "val/loss", "val recon": "val/recon", "val KL": "val/kl"}
-# written by FigureLogger only when training finished (vae_lab.figures.final_metrics)
-FINISHED_TAG = "hparams/val_loss"
+# column -> key of the summary's final losses
+LOSSES = {"train loss": "train_loss", "val loss": "val_loss", "val recon": "val_recon", "val KL": "val_kl"}
 
 
 def find_runs(sweep_dir: Path) -> list[Path]:
-    """The run folders (those with .hydra/) directly under sweep_dir, in job order."""
+    """The run folders (those with .hydra/ or a summary.json) directly under sweep_dir, in job order."""
     if not sweep_dir.is_dir():
         raise VaeLabError(f"{sweep_dir}: no such folder")
-    runs = [path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()]
+    runs = [path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir() or (path / SUMMARY_FILE).is_file()]
     if not runs:
         raise VaeLabError(f"{sweep_dir}: no runs in it (a sweep folder holds one folder with .hydra/ per run, "
                           "as python train.py -m writes)")
@@ -51,35 +47,44 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     return sorted(runs, key=job_order)
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object from path, or {} if there is none or it is damaged (a run killed mid-write)."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def read_run(run_dir: Path) -> dict:
-    """What the report shows of one run: overrides, beta, z_dim, final losses, metrics.json, finished."""
-    overrides = {}
-    for override in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []:
-        key, _, value = override.partition("=")
-        overrides[key.lstrip("+~")] = value
-    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    finished = FINISHED_TAG in tags
-    losses = {column: events.Scalars(tag)[-1].value for column, tag in LOSSES.items() if finished and tag in tags}
-    metrics_file = run_dir / "metrics.json"
-    metrics = {}
-    if metrics_file.is_file():
-        metrics = {key: value for key, value in json.loads(metrics_file.read_text()).items()
-                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    return {"dir": run_dir, "overrides": overrides, "beta": config.beta, "z_dim": config.z_dim,
-            "finished": finished, "losses": losses, "metrics": metrics}
+    """What the report shows of one run, from its summary.json (and metrics.json, which
+    python -m vae_lab.evaluate may have written since): settings, status, final losses, metrics."""
+    summary = read_json(run_dir / SUMMARY_FILE)
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    status = summary.get("status") if summary.get("status") in ("running", "failed", "finished") else "failed"
+    figures = summary.get("figures") if isinstance(summary.get("figures"), dict) else {}
+    if status == "finished" and figures.get("error"):
+        status = "finished, pictures failed"
+    final = numbers(summary.get("final") if isinstance(summary.get("final"), dict) else {})
+    metrics = numbers(summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {})
+    metrics.update(numbers(read_json(run_dir / "metrics.json")))
+    return {"dir": run_dir, "settings": settings, "status": status,
+            "losses": {column: final[key] for column, key in LOSSES.items() if key in final},
+            "metrics": metrics}
+
+
+def shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def differing(runs: list[dict]) -> list[str]:
-    """Override keys whose value is not the same in every run, in first-seen order."""
-    keys = list(dict.fromkeys(key for run in runs for key in run["overrides"]))
-    return [key for key in keys if len({run["overrides"].get(key) for run in runs}) > 1]
+    """Settings whose value is not the same in every run, in first-seen order."""
+    keys = list(dict.fromkeys(key for run in runs for key in run["settings"]))
+    return [key for key in keys if len({shown(run["settings"].get(key)) for run in runs}) > 1]
 
 
 def label(run: dict, keys: list[str]) -> str:
-    return " ".join(f"{key}={run['overrides'].get(key, '-')}" for key in keys) or run["dir"].name
+    return " ".join(f"{key}={shown(run['settings'].get(key, '-'))}" for key in keys) or run["dir"].name
 
 
 def table(runs: list[dict]) -> str:
@@ -88,8 +93,8 @@ def table(runs: list[dict]) -> str:
     header = ["run", *keys, "status", *LOSSES, *metric_keys]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for run in runs:
-        cells = [run["dir"].name, *(run["overrides"].get(key, "") for key in keys),
-                 "finished" if run["finished"] else "**failed**",
+        cells = [run["dir"].name, *(shown(run["settings"].get(key, "")) for key in keys),
+                 run["status"] if run["status"].startswith("finished") else f"**{run['status']}**",
                  *(f"{run['losses'][c]:.2f}" if c in run["losses"] else "—" for c in LOSSES),
                  *(f"{run['metrics'][k]:.4g}" if k in run["metrics"] else "—" for k in metric_keys)]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
@@ -98,13 +103,14 @@ def table(runs: list[dict]) -> str:
 
 def rate_distortion(runs: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4.5))
-    for z_dim in sorted({run["z_dim"] for run in runs}):
-        line = sorted((run for run in runs if run["z_dim"] == z_dim), key=lambda run: run["beta"])
+    for z_dim in sorted({run["settings"].get("z_dim") for run in runs}, key=str):
+        line = sorted((run for run in runs if run["settings"].get("z_dim") == z_dim),
+                      key=lambda run: run["settings"].get("beta", 0))
         kl = [run["losses"]["val KL"] for run in line]
         recon = [run["losses"]["val recon"] for run in line]
         axes.plot(kl, recon, "o-", label=f"z_dim={z_dim}")
         for run, x, y in zip(line, kl, recon):
-            axes.annotate(f"β={run['beta']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axes.annotate(f"β={shown(run['settings'].get('beta'))}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set(xlabel="rate: val KL per sample (nats)", ylabel="distortion: val reconstruction per sample",
              title="Rate–distortion, one point per run")
     axes.legend()
@@ -134,9 +140,9 @@ def report(sweep_dir: Path) -> list[Path]:
     keys = differing(runs)
     written = [sweep_dir / "report.md"]
     written[0].write_text(f"# Sweep {sweep_dir.name}\n\nLosses per sample, last epoch; "
-                          f"{sum(not run['finished'] for run in runs)} of {len(runs)} runs failed.\n\n"
-                          + table(runs))
-    finished = [run for run in runs if run["finished"]]
+                          f"{sum(not run['status'].startswith('finished') for run in runs)} of {len(runs)} "
+                          "runs did not finish.\n\n" + table(runs))
+    finished = [run for run in runs if run["status"].startswith("finished") and len(run["losses"]) == len(LOSSES)]
     if finished:
         rate_distortion(finished, sweep_dir / "rate_distortion.png")
         written.append(sweep_dir / "rate_distortion.png")

@@ -1,18 +1,32 @@
 """The interface every vae_lab model shares.
 
 Images are tensors of shape (B, 1, 28, 28) with pixels in [0, 1]; labels are int64 of shape (B,).
+Every method takes the labels ``y``: conditional models (``num_classes > 0``) need them,
+unconditional ones ignore them, so callers pass what they have and never ask which kind it is.
 A subclass builds four modules and the base class does the rest:
 
     encoder:       encoder input -> (B, hidden) features
     mu, logvar:    (B, hidden) -> (B, z_dim), the mean and log-variance of q(z|x)
     decoder:       decoder input -> (B, 784) logits
 
-A conditional model (``num_classes > 0``) overrides ``encoder_input`` and ``decoder_input``.
+A conditional model overrides ``encoder_input`` and ``decoder_input``.
 """
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 IMAGE_SHAPE = (1, 28, 28)
+PIXELS = 28 * 28
+
+
+def mlp(sizes: Sequence[int], relu_last: bool = False) -> nn.Sequential:
+    """Linear layers from sizes[0] to sizes[-1] with a ReLU between them (and after the last one
+    if ``relu_last``)."""
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+    return nn.Sequential(*(layers if relu_last else layers[:-1]))
 
 
 class VAE(nn.Module):
@@ -38,9 +52,12 @@ class VAE(nn.Module):
         return self.decoder(self.decoder_input(z, y)).view(-1, *IMAGE_SHAPE)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps with eps ~ N(0, I), so gradients flow through mu and logvar."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps with eps ~ N(0, I) (drawn here unless given; it may carry leading
+        sample dimensions, e.g. (k, B, z_dim)), so gradients flow through mu and logvar."""
+        if eps is None:
+            eps = torch.randn_like(mu)
+        return mu + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """Returns (logits (B, 1, 28, 28), mu (B, z_dim), logvar (B, z_dim))."""

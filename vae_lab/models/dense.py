@@ -1,17 +1,18 @@
-"""Fully connected VAE of the reference course project: 784-256-128-z and back (476,216 parameters at z=20)."""
+"""Fully connected VAE: 784-256-128-z and back by default, the reference course project's model
+(476,216 parameters at z=20); ``hidden`` sets other widths, e.g. (512, 256) or (200, 200)."""
 from torch import nn
 
-from vae_lab.models.base import VAE
+from vae_lab.models.base import PIXELS, VAE, mlp
 
 
 class DenseVAE(VAE):
-    def __init__(self, z_dim: int = 20):
+    def __init__(self, z_dim: int = 20, hidden: tuple[int, ...] = (256, 128)):
         super().__init__(z_dim)
-        self.encoder = nn.Sequential(
-            nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU()
-        )
-        self.mu = nn.Linear(128, z_dim)
-        self.logvar = nn.Linear(128, z_dim)
-        self.decoder = nn.Sequential(
-            nn.Linear(z_dim, 128), nn.ReLU(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 784)
-        )
+        labels = self.num_classes  # a conditional subclass appends the one-hot label to x and z
+        self.encoder = mlp([PIXELS + labels, *hidden], relu_last=True)
+        self.mu = nn.Linear(hidden[-1], z_dim)
+        self.logvar = nn.Linear(hidden[-1], z_dim)
+        self.decoder = mlp([z_dim + labels, *reversed(hidden), PIXELS])
+
+    def encoder_input(self, x, y):
+        return x.flatten(1)

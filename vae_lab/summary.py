@@ -1,0 +1,103 @@
+"""One record of every run: ``<run folder>/summary.json``, and TensorBoard's HPARAMS table.
+
+``RunSummary`` writes the record when training starts (``"status": "running"``, which a killed
+run keeps), when it fails (``"failed"`` with the error) and when it ends (``"finished"``, with
+the final losses). Callbacks that produce something at the end of training (pictures, metrics)
+derive from ``Recording``: they do their work in ``on_train_end`` and ``record()`` returns what
+goes into the summary, read in ``on_fit_end``, which Lightning calls after every ``on_train_end``.
+``vae_lab.report`` and ``vae_lab.load_run`` read the record; nothing reads TensorBoard tags to
+learn how a run went.
+"""
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import lightning
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+SUMMARY_FILE = "summary.json"
+# the losses a summary holds at the end: key -> what LitVAE logs
+FINAL = {"val_loss": "val/loss", "val_recon": "val/recon", "val_kl": "val/kl", "train_loss": "train/loss_epoch",
+         "val_active_units": "val/active_units"}
+
+
+class Recording(Callback):
+    """A callback whose end-of-training results join the run's summary: ``record()`` -> dict."""
+
+    def record(self) -> dict:
+        return {}
+
+
+def run_settings(config: dict) -> dict:
+    """The settings that tell runs apart, flat: the HPARAMS table, the summary and the report."""
+    return {
+        "model": config["model"]["name"],
+        "loss": config["loss"]["likelihood"],
+        **{key: config[key] for key in ("beta", "z_dim", "epochs", "batch_size", "lr", "seed")},
+    }
+
+
+def numbers(values: dict) -> dict:
+    """The entries of values that are plain numbers (not bools)."""
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def write_json(record: dict, path: Path) -> None:
+    """JSON into ``path`` through a temporary file, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class RunSummary(Callback):
+    """Writes ``summary.json`` into the run folder (``trainer.default_root_dir``) and, at the end,
+    fills the HPARAMS table with the settings and final numbers; see the module docstring."""
+
+    def on_fit_start(self, trainer, pl_module):
+        self.started, self.device = time.time(), str(pl_module.device)
+        self.summary = {
+            "status": "running",
+            "error": None,
+            "settings": run_settings(pl_module.config),
+            "parameters": sum(p.numel() for p in pl_module.model.parameters()),
+            "device": self.device,
+            "resumed_from": None if trainer.ckpt_path is None else str(trainer.ckpt_path),
+            "started": datetime.datetime.fromtimestamp(self.started).isoformat(timespec="seconds"),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "lightning": lightning.__version__},
+        }
+        self._write(trainer)
+
+    def _write(self, trainer, **changes) -> None:
+        if trainer.is_global_zero:
+            self.summary.update(changes, seconds=round(time.time() - self.started, 1),
+                               epochs_trained=trainer.current_epoch, global_step=trainer.global_step)
+            write_json(self.summary, Path(trainer.default_root_dir) / SUMMARY_FILE)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if hasattr(self, "summary"):  # the run had started
+            self._write(trainer, status="failed", error=" ".join(str(exception).split()) or type(exception).__name__)
+
+    def on_fit_end(self, trainer, pl_module):
+        metrics = trainer.callback_metrics
+        final = {key: metrics[tag].item() for key, tag in FINAL.items() if tag in metrics}
+        results = {}
+        for callback in trainer.callbacks:
+            if isinstance(callback, Recording):
+                results.update(callback.record())
+        checkpoint = trainer.checkpoint_callback
+        files = {"last": getattr(checkpoint, "last_model_path", ""), "best": getattr(checkpoint, "best_model_path", "")}
+        self._write(trainer, status="finished", final=final, **results,
+                    checkpoints={k: os.path.relpath(v, trainer.default_root_dir) for k, v in files.items() if v})
+        if trainer.is_global_zero and trainer.logger is not None:
+            metrics = {f"hparams/{key}": value for key, value in {**final, **numbers(results.get("metrics", {}))}.items()}
+            trainer.logger.log_hyperparams(self.summary["settings"], metrics)
+            # Lightning writes hparams.yaml once, at the start, from the module's (empty) logged
+            # hparams; write it again with the settings.
+            save_hparams_to_yaml(Path(trainer.logger.log_dir) / "hparams.yaml", self.summary["settings"])
