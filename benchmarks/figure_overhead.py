@@ -17,7 +17,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from vae_lab.cli import exit_on_error
-from vae_lab.data import MNISTDataModule, data_root
+from vae_lab.data import ImageDataModule, data_root
 from vae_lab.figures import FigureLogger
 from vae_lab.losses import VAELoss
 from vae_lab.schedules import Constant
@@ -36,7 +36,7 @@ def median_seconds(work, repeats=3) -> float:
 
 
 def main():
-    datamodule = MNISTDataModule(data_root(), download=False)
+    datamodule = ImageDataModule(root=data_root())
     datamodule.setup()
     images, labels = datamodule.train_set.tensors
     writer = SummaryWriter(tempfile.mkdtemp())

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("VAE_LAB_DATA", REPO.parent / "shared" / "data")).resolve()
+os.environ["VAE_LAB_DATA"] = str(DATA_ROOT)  # the data root of every config the tests compose (conf/data/*.yaml)
 # Tiny but real trainings: a few hundred steps on real MNIST, quiet, on the CPU.
 SHORT_RUN = [
     "trainer.limit_train_batches=100", "trainer.limit_val_batches=20",
@@ -51,10 +52,30 @@ def short_runs(tmp_path_factory, data_root):
     return get
 
 
+@pytest.fixture(scope="session")
+def classifier_path(tmp_path_factory, data_root):
+    """The cached MNIST classifier (python -m vae_lab.classifier), or one trained now (3 epochs, ~1 minute)."""
+    from vae_lab.classifier import default_path, save_classifier, train_classifier
+
+    if default_path().is_file():
+        return default_path()
+    classifier, test_accuracy = train_classifier({"name": "mnist", "root": str(data_root), "download": False})
+    path = tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
+    save_classifier(classifier, test_accuracy, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def classifier(classifier_path):
+    from vae_lab.classifier import load_classifier
+
+    return load_classifier(classifier_path)[0]
+
+
 def make_config(output_dir: Path, *overrides: str):
     """The config `python train.py <overrides>` would get, writing into output_dir."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"output_dir={output_dir}", f"data.root={DATA_ROOT}", *overrides])
+        return compose("config", overrides=[f"output_dir={output_dir}", *overrides])
 
 
 def run_train(*overrides: str, run_dir: Path | None = None) -> subprocess.CompletedProcess:

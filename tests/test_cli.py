@@ -8,7 +8,7 @@ import yaml
 from conftest import REPO, run_train
 from vae_lab.config import ALIASES
 
-# Each bad command line, and how the last line it prints must begin. Paths are relative to the repo.
+# Each bad command line, and how the last line it prints must begin (the run starts in the repo root).
 BAD_OVERRIDES = {
     "beta=-1": "error: beta=-1 must be a number >= 0",
     "beta=abc": "error: beta=abc must be a number >= 0",
@@ -25,7 +25,7 @@ BAD_OVERRIDES = {
     "ckpt_path=conf": "error: ckpt_path=conf: no such checkpoint file",
     "ckpt_path=train.py": "error: train.py: not a readable checkpoint (truncated or corrupt)",
     "data.root=/no/such/folder data.download=false": "error: MNIST not found in /no/such/folder/MNIST/raw",
-    "data.root=train.py": "error: data root train.py is a file, not a folder",
+    "data.root=train.py": f"error: data root {REPO / 'train.py'} is a file, not a folder",
     "data.binarize=sometimes": "error: data.binarize=sometimes must be one of none, dynamic, static",
     "callbacks=evaluate callbacks.evaluate.k=0": "error: callbacks.evaluate: k=0, n_images=10000, n_samples=0: k and n_images must be >= 1",
     "trainer.limit_val_batches=0": "error: trainer.limit_val_batches=0: every epoch is validated",

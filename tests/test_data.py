@@ -1,10 +1,11 @@
 import re
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import DATA_ROOT
-from vae_lab.data import EpochBatchSampler, MNISTDataModule, load_mnist
+from vae_lab.data import EpochBatchSampler, ImageDataModule, has_labels, load_arrays, load_mnist, load_torchvision
 from vae_lab.errors import VaeLabError
 
 
@@ -54,7 +55,7 @@ def test_ddp_shards_are_disjoint_and_equal(world_size):
 
 
 def test_loader_yields_image_label_batches(data_root):
-    datamodule = MNISTDataModule(str(data_root), batch_size=64, download=False)
+    datamodule = ImageDataModule(root=str(data_root), batch_size=64)
     datamodule.setup("fit")
     x, y = next(iter(datamodule.train_dataloader()))
     assert x.shape == (64, 1, 28, 28) and y.shape == (64,)
@@ -65,7 +66,7 @@ def test_binarization_draws_pixels_by_their_grey_level(data_root):
     grey = load_mnist(data_root, train=False, download=False).tensors[0]
     modules = {}
     for binarize in ("none", "static", "dynamic"):
-        modules[binarize] = MNISTDataModule(str(data_root), download=False, seed=1, binarize=binarize)
+        modules[binarize] = ImageDataModule(root=str(data_root), seed=1, binarize=binarize)
         modules[binarize].setup("fit")
     assert modules["none"].val_set.tensors[0].equal(grey)
     static, dynamic = modules["static"], modules["dynamic"]
@@ -125,9 +126,9 @@ BAD_DATA = {
     "truncated images": ("images", r"truncated: header declares 10000x28x28 bytes of data \(7840016 bytes in all\), file has 3920008"),
     "images shorter than their header": ("images", r"truncated \(10 bytes, shorter than the IDX header\)"),
     "trailing bytes": ("images", r"has trailing bytes: header declares 10000x28x28 bytes .* file has 7840800"),
-    "wrong magic": ("images", r"wrong magic number 2049 \(expected 2051\); not an MNIST file of this kind"),
+    "wrong magic": ("images", r"wrong magic number 2049 \(expected 2051\); not an IDX file of this kind"),
     "counts disagree": ("labels", r"9999 labels, but t10k-images-idx3-ubyte holds 10000 images"),
-    "label out of range": ("labels", r"label 10 at index 92 is not a digit 0..9"),
+    "label out of range": ("labels", r"label 10 at index 92 is not a class 0..9"),
 }
 
 
@@ -138,3 +139,73 @@ def test_bad_mnist_file_gives_one_line_naming_the_file_and_the_fault(how, tmp_pa
     bad_file = images if which == "images" else labels
     with pytest.raises(VaeLabError, match=rf"^{re.escape(str(bad_file))}: {fault}$"):
         load_mnist(tmp_path, train=False, download=False)
+
+
+FASHION = DATA_ROOT / "FashionMNIST" / "raw"
+
+
+def test_fashion_mnist_comes_through_torchvision_from_the_local_copy(data_root):
+    train, test = (load_torchvision("fashion_mnist", data_root, train=split, download=False) for split in (True, False))
+    images, labels = train.tensors
+    assert images.shape == (60_000, 1, 28, 28) and test.tensors[0].shape == (10_000, 1, 28, 28)
+    assert labels.bincount().tolist() == [6000] * 10 and test.tensors[1].bincount().tolist() == [1000] * 10
+    assert images.mean().item() == pytest.approx(0.2860, abs=5e-5)  # the published mean pixel
+
+
+def test_bad_fashion_mnist_file_is_one_line_naming_it(tmp_path, data_root):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes((FASHION / name).read_bytes())
+    (raw / "t10k-images-idx3-ubyte").write_bytes((FASHION / "t10k-images-idx3-ubyte").read_bytes()[:-784])
+    with pytest.raises(VaeLabError, match=rf"^{re.escape(str(raw / 't10k-images-idx3-ubyte'))}: truncated"):
+        load_torchvision("fashion_mnist", tmp_path, train=False, download=False)
+    with pytest.raises(VaeLabError, match=r"FashionMNIST not found in .*FashionMNIST/raw"):
+        load_torchvision("fashion_mnist", tmp_path / "nowhere", train=False, download=False)
+
+
+def write_arrays(path, n=50, labels=True, dtype=np.uint8, **extra):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
+    images = images if dtype == np.uint8 else (images / 255).astype(dtype)
+    arrays = {"images": images, **({"labels": rng.integers(0, 10, n)} if labels else {}), **extra}
+    np.savez(path, **arrays)
+    return images, arrays.get("labels")
+
+
+def test_an_arrays_file_splits_into_training_and_test_images(tmp_path):
+    images, labels = write_arrays(tmp_path / "mine.npz", n=50)
+    train, test = (load_arrays(tmp_path / "mine.npz", train=split, test_fraction=0.2) for split in (True, False))
+    assert len(train) == 40 and len(test) == 10
+    both = torch.cat([train.tensors[0], test.tensors[0]])
+    assert sorted(map(bytes, (both * 255).round().byte().numpy())) == sorted(map(bytes, images[:, None]))
+    assert train.tensors[0].dtype == torch.float32 and 0 <= both.min() and both.max() <= 1
+    np.save(tmp_path / "floats.npy", (images / 255).astype(np.float32))  # a .npy of floats, no labels
+    unlabelled = load_arrays(tmp_path / "floats.npy", train=True)
+    assert (unlabelled.tensors[1] == -1).all() and not has_labels(unlabelled)
+
+
+BAD_ARRAYS = {
+    "wrong shape": (lambda p: np.save(p, np.zeros((5, 32, 32), np.uint8)), "images of shape (5, 32, 32); expected N x 28 x 28"),
+    "wrong dtype": (lambda p: np.save(p, np.zeros((5, 28, 28), np.int64)), "images of dtype int64; expected uint8 (0-255) or float in [0, 1]"),
+    "floats beyond 1": (lambda p: np.save(p, np.full((5, 28, 28), 2.0)), "images of dtype float64; expected uint8"),
+    "label out of range": (lambda p: np.savez(p, images=np.zeros((5, 28, 28), np.uint8), labels=np.array([0, 1, 12, 3, 4])),
+                           "label 12 at index 2 is outside the classes 0..9"),
+    "labels of another length": (lambda p: np.savez(p, images=np.zeros((5, 28, 28), np.uint8), labels=np.arange(4)),
+                                 "labels of shape (4,) and dtype int64; expected 5 integers"),
+    "a pickled array": (lambda p: np.save(p, np.array([{"x": 1}], dtype=object), allow_pickle=True),
+                        "holds a pickled (object) array, which is never loaded"),
+    "an empty file": (lambda p: p.write_bytes(b""), "empty or not a .npy or .npz file"),
+    "other keys": (lambda p: np.savez(p, pixels=np.zeros((5, 28, 28), np.uint8)), "an .npz must hold images (and optionally labels), not pixels"),
+    "one image": (lambda p: np.save(p, np.zeros((1, 28, 28), np.uint8)), "1 images; at least 2 are needed"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARRAYS)
+def test_a_bad_arrays_file_is_one_line_naming_the_file_and_the_fault(case, tmp_path):
+    write, fault = BAD_ARRAYS[case]
+    path = tmp_path / ("bad.npz" if "keys" in case or "label" in case else "bad.npy")
+    write(path)
+    with pytest.raises(VaeLabError) as error:
+        load_arrays(path, train=True)
+    assert str(error.value).startswith(f"{path}: {fault}") and "\n" not in str(error.value)

@@ -18,9 +18,9 @@ DOCS = REPO / "docs"
 CONF = REPO / "conf"
 # the groups of the defaults list: every key of every option is checked
 GROUPS = tuple(next(iter(entry)) for entry in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
-               if isinstance(entry, dict))
+               if isinstance(entry, dict) and not next(iter(entry)).startswith("override "))
 # picked with +experiment=NAME or on top of a Hydra plugin's config: only their rows are checked here
-EXTRA_GROUPS = ("experiment", "hydra/launcher", "hydra/sweeper")
+EXTRA_GROUPS = ("experiment", "hydra/launcher", "hydra/sweeper", "hydra/job_logging")
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in (*GROUPS, *EXTRA_GROUPS)}
 TICKED = re.compile(r"`([^`]+)`")
 

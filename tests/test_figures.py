@@ -1,10 +1,11 @@
 """What a run shows: TensorBoard images, PNGs in the run folder, the HPARAMS table, and `generate`."""
+import json
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,9 +39,10 @@ def image_tags(run_dir):
 
 
 EXPECTED = {  # run -> image tags logged at initialisation and after each of the 2 epochs
-    "dense-bce": {"images/reconstructions", "images/samples", "images/traversal"},
-    "conv-mse-z2": {"images/reconstructions", "images/samples", "images/manifold", "figures/latent_scatter"},
-    "cvae-bce": {"images/reconstructions", "images/digits"},
+    "dense-bce": {"images/reconstructions", "images/samples", "images/traversal", "images/kl_per_dim"},
+    "conv-mse-z2": {"images/reconstructions", "images/samples", "images/manifold", "figures/latent_scatter",
+                    "images/kl_per_dim"},
+    "cvae-bce": {"images/reconstructions", "images/digits", "images/kl_per_dim"},
 }
 
 
@@ -70,13 +72,20 @@ def test_hparams_and_projector_embedding(short_runs):
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert set(events.Tags()["scalars"]) >= {"hparams/val_loss", "hparams/train_loss"}
     hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
-    assert hparams == {"model": "dense", "loss": "bce", "beta": 1.0, "z_dim": 20, "epochs": 2,
-                       "batch_size": 128, "lr": 1e-3, "seed": 0}
+    assert hparams == {"model": "dense", "data": "mnist", "loss": "bce", "beta": 1.0, "z_dim": 20, "epochs": 2,
+                       "batch_size": 128, "lr": 1e-3, "seed": 0, "data.binarize": "none", "model.hidden": "[256, 128]",
+                       "loss.iwae_k": 1, "loss.free_bits": 0.0, "kl_schedule": "Constant", "lr_schedule": "FixedLR",
+                       "sampler": "prior", "sampler.temperature": 1.0}
     embedding = next(run_dir.glob("*/test_posterior_means"))
     means = np.loadtxt(embedding / "tensors.tsv")
     assert means.shape == (10_000, 20)
     assert len((embedding / "metadata.tsv").read_text().split()) == 10_000
     assert Image.open(embedding / "sprite.png").size == (2800, 2800)  # 100 x 100 digit thumbnails
+    config = (run_dir / "projector_config.pbtxt").read_text()  # what TensorBoard's projector reads first
+    paths = re.findall(r'(?:tensor_path|metadata_path|image_path): "(.+)"', config)
+    assert sorted(paths) == sorted(str((embedding / name).relative_to(run_dir))
+                                   for name in ("tensors.tsv", "metadata.tsv", "sprite.png"))
+    assert re.findall(r"single_image_dim: (\d+)", config) == ["28", "28"]
 
 
 def test_manifold_tiles_decode_the_normal_quantile_grid():

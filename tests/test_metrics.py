@@ -16,26 +16,10 @@ from conftest import DATA_ROOT, REPO, TINY_RUN, run_train
 from torchvision.transforms.functional import gaussian_blur
 
 from vae_lab.checkpoint import load_model
-from vae_lab.classifier import accuracy, default_path, load_classifier, save_classifier, train_classifier
+from vae_lab.classifier import accuracy
 from vae_lab.data import load_mnist
 from vae_lab.metrics import active_units, elbo_terms, frechet_distance, iwae_bound, sample_quality
 from vae_lab.models.dense import DenseVAE
-
-
-@pytest.fixture(scope="module")
-def classifier_path(tmp_path_factory, data_root):
-    """The cached classifier (python -m vae_lab.classifier), or one trained now (3 epochs, ~3 minutes)."""
-    if default_path().is_file():
-        return default_path()
-    classifier, test_accuracy = train_classifier(str(data_root))
-    path = tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
-    save_classifier(classifier, test_accuracy, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def classifier(classifier_path):
-    return load_classifier(classifier_path)[0]
 
 
 def exact_log_px(model, x, likelihood):
@@ -214,9 +198,13 @@ def test_a_damaged_classifier_file_is_one_line_for_evaluate_and_for_training(cla
         result = evaluate("run=x", f"classifier={path}")
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1] == f"error: {path}: {fault}"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mnist_classifier.pt").write_bytes(corrupt.read_bytes())
     result = subprocess.run([sys.executable, "train.py", "callbacks=evaluate", "callbacks.evaluate.n_samples=100",
                              *TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "VAE_LAB_DATA": str(DATA_ROOT), "VAE_LAB_CLASSIFIER": str(corrupt)})
+                            env={**os.environ, "VAE_LAB_DATA": str(DATA_ROOT), "VAE_LAB_CACHE": str(cache)})
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"error: callbacks.evaluate: {corrupt}: not a readable classifier file (truncated or corrupt)"
+    assert result.stderr.strip().splitlines()[-1] == (f"error: {cache / 'mnist_classifier.pt'}: not a readable "
+                                                      "classifier file (truncated or corrupt)")
     assert not (tmp_path / "run").exists()

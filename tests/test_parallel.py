@@ -5,10 +5,12 @@ import sys
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
-from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, run_train, scalars
+from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_train, scalars
 from vae_lab.checkpoint import load_model
 from vae_lab.data import load_mnist
+from vae_lab.train import train
 
 DDP_RUN = ["trainer=ddp", "epochs=1", *TINY_RUN]  # 5 steps of 128 digits in each of 2 processes
 
@@ -58,3 +60,28 @@ def test_bf16_mixed_precision_of_the_gpu_config_trains(tmp_path, data_root):
     assert result.returncode == 0, result.stderr[-3000:]
     val_loss = [value for _, value in scalars(run_dir)["val/loss"]]
     assert len(val_loss) == 2 and val_loss[-1] < 0.7 * val_loss[0], val_loss
+
+
+class SyncWatch(Callback):
+    """Turns torch.cuda's sync debug mode to "error" for the training steps between logging steps,
+    so that any host copy or .item() there raises."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        quiet = trainer.global_step % trainer.log_every_n_steps != 0
+        torch.cuda.set_sync_debug_mode("error" if quiet else "default")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("model", ["dense", "conv"])
+def test_a_gpu_step_never_waits_for_the_host(model, tmp_path, data_root):
+    watch = SyncWatch()
+    try:
+        short = [o for o in SHORT_RUN if not o.startswith(("trainer.accelerator", "trainer.log_every_n_steps"))]
+        train(make_config(tmp_path, f"model={model}", "trainer=gpu", "epochs=1", "data.binarize=dynamic", *short,
+                          "trainer.limit_train_batches=60", "trainer.log_every_n_steps=25"), callbacks=[watch])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert load_model(tmp_path)[0] is not None

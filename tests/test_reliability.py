@@ -155,7 +155,7 @@ def test_a_checkpoint_crafted_to_run_code_is_refused(tmp_path):
     result = run_train(f"ckpt_path={evil}", *TINY_RUN, run_dir=tmp_path / "run")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {evil}: refused, loading it would call exec; a checkpoint holds only tensors "
+        f"error: {evil}: refused, loading it would call builtins.exec; a checkpoint holds only tensors "
         "and plain values (loaded with weights_only=True)")
     # Lightning's own loading goes through the same check, whatever it asks for
     with pytest.raises(VaeLabError, match="refused"):
@@ -211,8 +211,11 @@ def hostile_checkpoints(dense_checkpoint, folder):
         "builtins.open": {"_target_": "builtins.open", "file": str(victim), "mode": "w"},
         "pathlib.Path.unlink": {"_target_": "pathlib.Path.unlink",
                                 "self": {"_target_": "pathlib.Path", "_args_": [str(victim)]}},
+        # the pickle as a list of byte values, turned back into bytes by a nested _target_ (a list of
+        # ints passes every torch version's weights-only unpickler; raw bytes do not in all)
         "torch.load": {"_target_": "torch.load", "weights_only": False,
-                       "f": {"_target_": "io.BytesIO", "initial_bytes": pickle.dumps(WritesTheMarker())}},
+                       "f": {"_target_": "io.BytesIO", "initial_bytes": {"_target_": "builtins.bytes",
+                                                                         "_args_": [list(pickle.dumps(WritesTheMarker()))]}}},
         "an unknown model": {"name": "transformer", "z_dim": 20},
     }
     checkpoint = torch.load(dense_checkpoint, weights_only=True)

@@ -98,7 +98,9 @@ def test_report_marks_the_failed_run_and_adds_metrics_json_columns(parallel_swee
 @pytest.mark.parametrize("argv, message", [
     (["{tmp}/missing"], "error: {tmp}/missing: no such folder"),
     (["{tmp}"], "error: {tmp}: no runs in it"),
-    ([], "error: give one sweep folder"),
+    ([], "error: give run or sweep folders"),
+    (["{tmp}/*-nothing"], "error: {tmp}/*-nothing: matches no folder"),
+    (["{tmp}", "--out"], "error: --out needs a folder"),
 ])
 def test_report_bad_input_is_one_error_line(argv, message, tmp_path):
     with pytest.raises(SystemExit) as exit:
@@ -116,6 +118,9 @@ PRESETS = {
     "conv_mse_z2_beta": (CONV, "mse", 2, 15, 1.0, {"beta": "3,8,16"}),
     "cvae_mse_z20": (CVAE, "mse", 20, 40, 1.0, None),
     "dense_losses": (DENSE, "bce", 20, 20, 1.0, {"loss": "bce,mse"}),
+    "binarized_baseline": (DENSE, "bce", 50, 350, 1.0, None),
+    "fashion_beta": (CONV, "mse", 20, 10, 1.0, {"beta": "1,3,8,16"}),
+    "fashion_z2": (CONV, "mse", 2, 20, 1.0, None),
 }
 
 
@@ -183,3 +188,21 @@ def test_a_run_whose_pictures_fail_keeps_its_losses_and_is_marked_so(tmp_path, m
     header, row = table_rows((tmp_path / "report.md").read_text())
     assert row[header.index("status")] == "finished, pictures failed"
     assert row[header.index("val loss")] == f"{summary['final']['val_loss']:.2f}"
+
+
+def test_report_compares_any_runs_and_groups_those_that_differ_only_in_seed(tmp_path, data_root):
+    for name, overrides in {"seed0": ["seed=0"], "seed1": ["seed=1"], "beta4": ["seed=0", "beta=4"]}.items():
+        train(make_config(tmp_path / "runs" / name, "epochs=1", *overrides, *TINY_RUN))
+    out = tmp_path / "mine"
+    report.main([str(tmp_path / "runs" / "seed*"), str(tmp_path / "runs" / "beta4"), "--out", str(out)])
+    text = (out / "report.md").read_text()
+    header, *rows = table_rows(text.split("## Over seeds")[0])
+    assert header == ["run", "beta", "seed", "status", "train loss", "val loss", "val recon", "val KL"]
+    assert [row[:3] for row in rows] == [["seed0", "1", "0"], ["seed1", "1", "1"], ["beta4", "4", "0"]]
+    (group_header, group), = [table_rows(text.split("## Over seeds")[1])]
+    assert group_header == ["beta", "seeds", "train loss", "val loss", "val recon", "val KL"]
+    finals = [json.loads((tmp_path / "runs" / run / "summary.json").read_text())["final"]["val_loss"]
+              for run in ("seed0", "seed1")]
+    mean, spread = sum(finals) / 2, abs(finals[0] - finals[1]) / 2 ** 0.5
+    assert group[:2] == ["1", "0, 1"] and group[3] == f"{mean:.2f} ± {spread:.2f}"
+    assert (out / "rate_distortion.png").is_file() and (out / "samples_by_run.png").is_file()

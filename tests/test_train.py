@@ -92,3 +92,23 @@ def test_summary_records_what_the_run_trained_and_how_it_ended(finished_run):
     assert summary["seconds"] > 0 and summary["versions"]["torch"] == torch.__version__
     assert summary["checkpoints"]["last"] == "checkpoints/last.ckpt"
     assert summary["figures"]["error"] is None and "reconstructions.png" in summary["figures"]["written"]
+
+
+def test_the_console_says_what_trains_where_and_at_the_end_what_it_wrote(tmp_path):
+    run_dir = tmp_path / "run"
+    with_bar = [o for o in TINY_RUN if not o.startswith("callbacks.progress_bar")]
+    result = run_train("epochs=2", *with_bar, run_dir=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[0] == f"vae_lab: model=dense on data=mnist, 476,216 parameters, on cpu; run folder {run_dir}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    final = summary["final"]
+    assert lines[-3] == (f"finished 2 epochs in {summary['seconds']:.0f} s: val loss {final['val_loss']:.2f} per sample "
+                         f"(recon {final['val_recon']:.2f} + KL {final['val_kl']:.2f}), train loss {final['train_loss']:.2f}")
+    assert lines[-2].startswith("wrote checkpoints/last.ckpt, checkpoints/best-epoch01.ckpt, ") and lines[-2].endswith(f" to {run_dir}")
+    assert lines[-1] == f"see it: tensorboard --logdir {run_dir}"
+    assert all(line.startswith(("vae_lab:", "Training", "Epoch ", "finished", "wrote", "see it")) for line in lines), lines
+    # none of Lightning's notices, tips or deprecations; its notices stay in the run's log
+    for noise in ("GPU available", "Tip", "LeafSpec", "INFO", "litlogger", "┏"):
+        assert noise not in result.stdout + result.stderr
+    assert "GPU available" in (run_dir / "train.log").read_text()

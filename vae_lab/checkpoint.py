@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vae_lab.config import BINARIZE, LIKELIHOODS
+from vae_lab.data import ARRAYS, DATASETS
 from vae_lab.errors import VaeLabError
 from vae_lab.models import VAE, build_model
 
@@ -64,7 +65,8 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
     except Exception as error:  # torch.load fails on damaged files with many exception types
         unsafe = isinstance(error, pickle.UnpicklingError) and re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if unsafe:
-            raise VaeLabError(f"{path}: refused, loading it would call {unsafe[1]}; a {what} "
+            name = unsafe[1] if "." in unsafe[1] else f"builtins.{unsafe[1]}"  # torch ≥ 2.5 drops "builtins."
+            raise VaeLabError(f"{path}: refused, loading it would call {name}; a {what} "
                               "holds only tensors and plain values (loaded with weights_only=True)") from None
         raise VaeLabError(f"{path}: not a readable {what} (truncated or corrupt)") from None
 
@@ -88,8 +90,8 @@ def _plain(value) -> bool:
 
 def stored_config(checkpoint: dict, path: str | os.PathLike) -> dict:
     """The run's config stored in a checkpoint, checked: plain values only, and the settings the
-    tools read (model, loss.likelihood, data.root, data.binarize, data.seed, seed) of the right
-    kinds. VaeLabError naming the file and what was refused otherwise."""
+    tools read (model, loss.likelihood, data.name, data.root or data.path, data.binarize, data.seed,
+    seed) of the right kinds. VaeLabError naming the file and what was refused otherwise."""
     config = checkpoint.get(CONFIG_KEY)
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise VaeLabError(f"{path}: holds no vae_lab run config to rebuild the model from")
@@ -100,11 +102,15 @@ def stored_config(checkpoint: dict, path: str | os.PathLike) -> dict:
     if not _plain(config):
         raise VaeLabError(f"{path}: refused, its run config holds values other than numbers, strings and lists")
     data, loss = config.get("data"), config.get("loss")
+    data = data if isinstance(data, dict) else {}
+    data.setdefault("name", "mnist")  # runs from before data.name existed trained on MNIST
+    where = "data.path" if data.get("name") == ARRAYS else "data.root"  # an arrays file, or torchvision's folder
     checks = {
         "loss.likelihood": isinstance(loss, dict) and loss.get("likelihood") in LIKELIHOODS,
-        "data.root": isinstance(data, dict) and isinstance(data.get("root"), str),
-        "data.binarize": isinstance(data, dict) and data.get("binarize", "none") in BINARIZE,
-        "data.seed": isinstance(data, dict) and isinstance(data.get("seed"), int),
+        "data.name": data.get("name") in DATASETS,
+        where: isinstance(data.get(where.split(".")[1]), str),
+        "data.binarize": data.get("binarize", "none") in BINARIZE,
+        "data.seed": isinstance(data.get("seed"), int),
         "seed": isinstance(config.get("seed"), int),
     }
     for key, ok in checks.items():
@@ -177,6 +183,13 @@ class RunCheckpoints(ModelCheckpoint):
         super().__init__(dirpath=dirpath, filename="best-epoch{epoch:02d}", monitor="val/loss", save_top_k=1,
                          auto_insert_metric_name=False)
         self._resumed_state = None
+        self._state_key = super().state_key
+
+    @property
+    def state_key(self) -> str:
+        # Lightning reads it at every hook of every step, and ModelCheckpoint builds it anew from
+        # its settings each time; they do not change.
+        return self._state_key
 
     def on_train_epoch_end(self, trainer, pl_module):
         super().on_train_epoch_end(trainer, pl_module)  # the best is saved after validation, before this

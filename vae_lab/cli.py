@@ -11,18 +11,28 @@ def parse_options(argv: list[str] | None, defaults: dict, usage: str, at_least: 
     """key=value arguments (sys.argv[1:] when argv is None) over ``defaults``.
 
     Unknown keys, a missing ``run`` (when ``defaults`` has one) and integers below ``at_least[key]``
-    raise VaeLabError; ``usage`` is the command line shown when the run is missing.
+    raise VaeLabError; ``usage`` is the command line shown when the run is missing. A key whose
+    default is a dict with a ``name`` (``sampler``) takes ``key=NAME`` for ``key.name=NAME`` and any
+    ``key.setting=value``, which the code it configures checks.
     """
     options = OmegaConf.create(defaults)
     OmegaConf.set_struct(options, True)  # an unknown key is an error, not ignored
+    named = [key for key, value in defaults.items() if isinstance(value, dict) and "name" in value]
+    for key in named:
+        OmegaConf.set_struct(options[key], False)
+    arguments = sys.argv[1:] if argv is None else argv
+    arguments = [f"{arg.partition('=')[0]}.name={arg.partition('=')[2]}" if arg.partition("=")[0] in named else arg
+                 for arg in arguments]
     try:
-        options = OmegaConf.merge(options, OmegaConf.from_dotlist(sys.argv[1:] if argv is None else argv))
+        options = OmegaConf.merge(options, OmegaConf.from_dotlist(arguments))
     except OmegaConfBaseException as error:
         raise VaeLabError(f"{str(error).splitlines()[0]}; options are {', '.join(defaults)}") from None
     if "run" in defaults and options.run is None:
         raise VaeLabError(f"give the run: {usage}")
     for key, least in (at_least or {}).items():
         value = options[key]
+        if value is None and defaults[key] is None:  # left to the command to choose
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise VaeLabError(f"{key}={value} must be an integer >= {least}")
     return options

@@ -8,7 +8,7 @@ from vae_lab.errors import VaeLabError
 
 # What a run writes into its folder; a folder holding any of these belongs to another run.
 RUN_FILES = ("config.yaml", "checkpoints")
-BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.MNISTDataModule)
+BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.ImageDataModule)
 LIKELIHOODS = ("bce", "mse")  # the values of loss.likelihood (vae_lab.losses.VAELoss)
 # Nested keys that follow a top-level one: the top-level key is the one setting, shown in the run
 # folder's name, the HPARAMS table and the report, so the copy may not be set on its own.
@@ -52,6 +52,8 @@ def check_aliases(cfg: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise VaeLabError naming the first invalid value, before anything is built."""
+    if missing := sorted(OmegaConf.missing_keys(cfg)):
+        raise VaeLabError(f"{missing[0]} has no value: give it on the command line, {missing[0]}=...")
     check_aliases(cfg)
 
     def positive_int(value):

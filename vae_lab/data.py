@@ -1,31 +1,41 @@
-"""MNIST held in memory as tensors, batched by index.
+"""The images, held in memory as tensors and batched by index.
 
-Each split is decoded once into a float tensor (N, 1, 28, 28) with pixels in [0, 1] and int64
-labels (N,). Batches are gathered with one index per batch, instead of one PIL image at a time
-through ``ToTensor``, which on a small CPU costs several times the training step itself.
+Three kinds of data set, chosen by ``data.name`` (conf/data/*.yaml): ``mnist`` and
+``fashion_mnist`` through torchvision's dataset classes and folder layout (downloaded, or read
+from a local copy under ``data.root``), and ``images``, a user's own arrays file (.npz or .npy of
+N x 28 x 28 images, labels optional). Each split is decoded once into a float tensor
+(N, 1, 28, 28) with pixels in [0, 1] and int64 labels (N,) (-1 when the file has none). Batches
+are gathered with one index per batch, instead of one PIL image at a time through ``ToTensor``,
+which on a small CPU costs several times the training step itself.
 """
 import logging
 import math
 import os
 import struct
+import zipfile
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
-from torchvision.datasets import MNIST
+from torchvision.datasets import MNIST, FashionMNIST
 
 from vae_lab.config import BINARIZE, check_choice
 from vae_lab.errors import VaeLabError
 
 log = logging.getLogger(__name__)
-HOW_TO_POINT = "set data.root=... or VAE_LAB_DATA to a folder holding MNIST/raw/, or data.download=true"
+TORCHVISION = {"mnist": MNIST, "fashion_mnist": FashionMNIST}  # data.name -> class; files in <root>/<class>/raw/
+ARRAYS = "images"  # data.name of a user's own arrays file
+DATASETS = (*TORCHVISION, ARRAYS)
+NUM_CLASSES = 10  # labels are 0..9 in every data set (the cvae's one-hot width)
+NO_LABEL = -1  # the label of images from a file without labels
 
 
 def data_root(given: str | None = None, run_root: str | None = None) -> str:
-    """Where a tool reads the data: ``given`` (its data_root option), else $VAE_LAB_DATA, else the
-    run's own data.root, else ``data``. (Training reads ``data.root``, whose default is the same
-    variable: conf/data/mnist.yaml.)"""
+    """Where a tool reads a torchvision data set: ``given`` (its data_root option), else
+    $VAE_LAB_DATA, else the run's own data.root, else ``data``. (Training reads ``data.root``,
+    whose default is the same variable: conf/data/mnist.yaml.)"""
     return given or os.environ.get("VAE_LAB_DATA") or run_root or "data"
 
 
@@ -41,9 +51,10 @@ class EpochBatchSampler(Sampler):
     permutation are left out), so every process takes the same number of steps.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu"):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -59,7 +70,8 @@ class EpochBatchSampler(Sampler):
         else:
             order = torch.arange(self.n)
         shard = order[self.rank::self.world_size][:self.n // self.world_size]
-        return iter(shard.split(self.batch_size))
+        # the epoch's order goes to the device of the images once, not an index batch at a time
+        return iter(shard.to(self.device).split(self.batch_size))
 
 
 def _idx_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
@@ -70,7 +82,7 @@ def _idx_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
     with open(path, "rb") as f:
         found_magic, *dims = struct.unpack(f">{1 + ndim}i", f.read(header_bytes))  # big-endian int32s
     if found_magic != magic:
-        raise VaeLabError(f"{path}: wrong magic number {found_magic} (expected {magic}); not an MNIST file of this kind")
+        raise VaeLabError(f"{path}: wrong magic number {found_magic} (expected {magic}); not an IDX file of this kind")
     expected = header_bytes + math.prod(dims)  # one byte per pixel or label
     if size != expected:
         problem = "truncated" if size < expected else "has trailing bytes"
@@ -79,8 +91,9 @@ def _idx_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def check_mnist_files(images: Path, labels: Path) -> None:
-    """Raise VaeLabError naming the file unless images and labels are whole IDX files that agree.
+def check_idx_files(images: Path, labels: Path) -> None:
+    """Raise VaeLabError naming the file unless images and labels are whole IDX files that agree
+    (MNIST's layout, which Fashion-MNIST shares).
 
     torchvision reads whatever the header says without these checks, so a bad file would otherwise
     crash with a shape error or, worse, load as a partial data set.
@@ -94,35 +107,112 @@ def check_mnist_files(images: Path, labels: Path) -> None:
     values = torch.frombuffer(bytearray(labels.read_bytes()[8:]), dtype=torch.uint8)
     if values.max() > 9:
         index = int(values.argmax())
-        raise VaeLabError(f"{labels}: label {int(values[index])} at index {index} is not a digit 0..9")
+        raise VaeLabError(f"{labels}: label {int(values[index])} at index {index} is not a class 0..9")
+
+
+def load_torchvision(name: str, root: str | os.PathLike, train: bool, download: bool) -> TensorDataset:
+    """One split of ``mnist`` or ``fashion_mnist`` as TensorDataset(images (N, 1, 28, 28) float
+    in [0, 1], labels (N,) int64), read from ``<root>/<MNIST|FashionMNIST>/raw/`` or downloaded."""
+    dataset_class = TORCHVISION[name]
+    root = Path(root).expanduser()
+    raw = root / dataset_class.__name__ / "raw"
+    how_to_point = (f"set data.root=... or VAE_LAB_DATA to a folder holding {dataset_class.__name__}/raw/, "
+                    "or data.download=true")
+    if root.exists() and not root.is_dir():
+        raise VaeLabError(f"data root {root} is a file, not a folder; {how_to_point}")
+    split = "train" if train else "t10k"
+    images, labels = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
+    if images.is_file() and labels.is_file():  # files torchvision downloads itself are checked by MD5
+        check_idx_files(images, labels)
+    try:
+        dataset = dataset_class(root, train=train, download=download)
+    except RuntimeError as error:  # torchvision: "Dataset not found" / failed download
+        raise VaeLabError(f"{dataset_class.__name__} not found in {raw.resolve()} ({error}); {how_to_point}") from None
+    return TensorDataset(dataset.data.unsqueeze(1).float().div_(255), dataset.targets.long())
 
 
 def load_mnist(root: str | os.PathLike, train: bool, download: bool) -> TensorDataset:
-    """One MNIST split as TensorDataset(images (N, 1, 28, 28) float in [0, 1], labels (N,) int64)."""
-    root = Path(root).expanduser()
-    if root.exists() and not root.is_dir():
-        raise VaeLabError(f"data root {root} is a file, not a folder; {HOW_TO_POINT}")
-    raw, split = root / "MNIST" / "raw", "train" if train else "t10k"
-    images, labels = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
-    if images.is_file() and labels.is_file():  # files torchvision downloads itself are checked by MD5
-        check_mnist_files(images, labels)
+    """One MNIST split: ``load_torchvision("mnist", ...)``."""
+    return load_torchvision("mnist", root, train, download)
+
+
+def read_arrays(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, 1, 28, 28) float in [0, 1], labels (N,) int64, NO_LABEL without labels) from a
+    .npy of images or an .npz holding ``images`` and optionally ``labels``; read with
+    allow_pickle=False, every fault one VaeLabError line naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise VaeLabError(f"{path}: no such file; data.path takes a .npz (images, labels) or .npy (images) file")
     try:
-        dataset = MNIST(root, train=train, download=download)
-    except RuntimeError as error:  # torchvision: "Dataset not found" / failed download
-        raise VaeLabError(
-            f"MNIST not found in {root.resolve() / 'MNIST' / 'raw'} ({error}); {HOW_TO_POINT}"
-        ) from None
-    images = dataset.data.unsqueeze(1).float().div_(255)
-    return TensorDataset(images, dataset.targets.long())
+        loaded = np.load(path, allow_pickle=False)
+        arrays = {"images": loaded} if isinstance(loaded, np.ndarray) else {key: loaded[key] for key in loaded.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise VaeLabError(f"{path}: holds a pickled (object) array, which is never loaded; save numbers: "
+                              "np.savez(path, images=uint8 or float array, labels=int array)") from None
+        raise VaeLabError(f"{path}: not a .npy or .npz file ({' '.join(str(error).split())})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise VaeLabError(f"{path}: empty or not a .npy or .npz file ({error})") from None
+    unknown = set(arrays) - {"images", "labels"}
+    if "images" not in arrays or unknown:
+        raise VaeLabError(f"{path}: an .npz must hold images (and optionally labels), not {', '.join(sorted(arrays))}")
+    images, labels = arrays["images"], arrays.get("labels")
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise VaeLabError(f"{path}: images of shape {images.shape}; expected N x 28 x 28 (or N x 1 x 28 x 28)")
+    if len(images) < 2:
+        raise VaeLabError(f"{path}: {len(images)} images; at least 2 are needed (training and validation)")
+    if images.dtype == np.uint8:
+        pixels = torch.from_numpy(images.astype(np.float32) / 255)
+    elif np.issubdtype(images.dtype, np.floating) and np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1:
+        pixels = torch.from_numpy(images.astype(np.float32))
+    else:
+        raise VaeLabError(f"{path}: images of dtype {images.dtype}; expected uint8 (0-255) or float in [0, 1]")
+    if labels is None:
+        return pixels.unsqueeze(1), torch.full((len(images),), NO_LABEL, dtype=torch.long)
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise VaeLabError(f"{path}: labels of shape {labels.shape} and dtype {labels.dtype}; expected {len(images)} integers")
+    if (outside := np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))).size:
+        index = int(outside[0])
+        raise VaeLabError(f"{path}: label {labels[index]} at index {index} is outside the classes 0..{NUM_CLASSES - 1}")
+    return pixels.unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def load_arrays(path: str | os.PathLike, train: bool, test_fraction: float = 0.1) -> TensorDataset:
+    """One split of an arrays file (``read_arrays``): a fixed shuffle (seed 0, whatever the run's
+    seed, so every run validates on the same images) puts ``test_fraction`` of them in the test
+    split, at least one."""
+    images, labels = read_arrays(path)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    n_test = min(len(images) - 1, max(1, round(test_fraction * len(images))))
+    index = order[n_test:] if train else order[:n_test]
+    return TensorDataset(images[index], labels[index])
+
+
+def load_split(data: dict, train: bool, root: str | None = None) -> TensorDataset:
+    """The training or test split of the data set that a run's data config (plain values: name,
+    root or path, download, test_fraction) names; ``root`` overrides where a torchvision data set
+    is read (the tools pass ``data_root(...)``)."""
+    if data["name"] == ARRAYS:
+        return load_arrays(data["path"], train, data.get("test_fraction", 0.1))
+    return load_torchvision(data["name"], root or data["root"], train, data.get("download", False))
+
+
+def has_labels(dataset: TensorDataset) -> bool:
+    return bool((dataset.tensors[1] != NO_LABEL).all())
 
 
 def bernoulli_draw(images: torch.Tensor, seed: int) -> torch.Tensor:
     """Binary images of the same shape: each pixel is 1 with its grey level as probability.
 
-    The draw depends only on ``seed`` (uniforms from a CPU generator, so also on a GPU tensor).
+    The draw depends only on ``seed`` and the images' device: the uniforms come from a generator
+    on that device, so that a GPU never waits for the host (the same seed draws differently on a
+    GPU than on the CPU).
     """
-    uniform = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
-    return (uniform.to(images.device) < images).to(images.dtype)
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    uniform = torch.rand(images.shape, generator=generator, device=images.device)
+    return (uniform < images).to(images.dtype)
 
 
 def binarized_split(dataset: TensorDataset, binarize: str, seed: int, train: bool) -> TensorDataset:
@@ -134,28 +224,54 @@ def binarized_split(dataset: TensorDataset, binarize: str, seed: int, train: boo
     return TensorDataset(bernoulli_draw(images, seed * 2 + train), labels)
 
 
-class MNISTDataModule(L.LightningDataModule):
-    """Train on the 60,000 training digits, validate on the 10,000 test digits.
+def seen_training_split(dataset: TensorDataset, binarize: str, seed: int) -> TensorDataset:
+    """The training split as the model sees it outside training batches: grey, or binarized as
+    ``static`` does (for ``dynamic`` too, one fixed draw; a draw of binary images is themselves).
+    What a sampler is fitted on."""
+    return binarized_split(dataset, "static" if binarize == "dynamic" else binarize, seed, train=True)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train on a data set's training split, validate on its test split (MNIST and Fashion-MNIST:
+    60,000 and 10,000 images; an arrays file: its own split, ``load_arrays``).
 
     ``binarize``: ``none`` keeps grey levels in [0, 1]; ``static`` replaces both splits by one fixed
     Bernoulli draw; ``dynamic`` draws every training batch anew (from the seed and the global step,
     so a resumed run draws what an uninterrupted one would) and validates on one fixed draw.
+    ``source`` says, as plain values, what was read: the run's config records it, so that
+    ``evaluate`` and ``generate`` read the same data later.
     """
 
-    def __init__(self, root: str, batch_size: int = 128, download: bool = True, seed: int = 0,
-                 binarize: str = "none"):
+    def __init__(self, name: str = "mnist", root: str | None = None, path: str | None = None,
+                 batch_size: int = 128, download: bool = False, seed: int = 0, binarize: str = "none",
+                 test_fraction: float = 0.1):
         super().__init__()
+        check_choice("data.name", name, DATASETS)
         check_choice("data.binarize", binarize, BINARIZE)
-        self.root, self.batch_size, self.download, self.seed = root, batch_size, download, seed
-        self.binarize = binarize
+        if name == ARRAYS:
+            if not path:
+                raise VaeLabError("data=images needs the file: data.path=my_images.npz")
+            if not 0 < test_fraction < 1:
+                raise VaeLabError(f"data.test_fraction={test_fraction} must be between 0 and 1")
+            self.source = {"name": name, "path": str(Path(path).expanduser().resolve()), "test_fraction": test_fraction}
+        else:
+            self.source = {"name": name, "root": str(Path(root or "data").expanduser().resolve()), "download": download}
+        self.batch_size, self.seed, self.binarize = batch_size, seed, binarize
         self.train_set = self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set = (
-                binarized_split(load_mnist(self.root, train, self.download), self.binarize, self.seed, train)
-                for train in (True, False)
-            )
+            self.train_set, self.val_set = (binarized_split(load_split(self.source, train), self.binarize, self.seed, train)
+                                            for train in (True, False))
+
+    @property
+    def fit_set(self) -> TensorDataset:
+        return seen_training_split(self.train_set, self.binarize, self.seed)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether every image has a class label (a conditional model needs them)."""
+        return has_labels(self.train_set)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
@@ -164,7 +280,11 @@ class MNISTDataModule(L.LightningDataModule):
         return batch
 
     def _loader(self, dataset: TensorDataset, shuffle: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
-        sampler = EpochBatchSampler(len(dataset), self.batch_size, shuffle, self.seed, rank, world_size)
+        # On a GPU the images go to its memory once (a split is at most a few hundred MB), so no
+        # batch is copied from the host; on the CPU this changes nothing.
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        dataset = TensorDataset(*(t.to(device) for t in dataset.tensors))
+        sampler = EpochBatchSampler(len(dataset), self.batch_size, shuffle, self.seed, rank, world_size, device)
         # batch_size=None: the sampler already yields whole batches of indices, which
         # TensorDataset gathers in one indexing operation per tensor.
         return DataLoader(dataset, sampler=sampler, batch_size=None)

@@ -1,7 +1,8 @@
 """Measure a trained run on the test digits and write ``metrics.json`` into its folder.
 
     python -m vae_lab.evaluate run=outputs/<run folder> [k=1000] [n_images=10000] [n_samples=10000]
-                               [seed=0] [checkpoint=last] [out=FILE] [classifier=FILE] [data_root=DIR]
+                               [seed=0] [checkpoint=last] [sampler=prior|gmm|vae2] [out=FILE]
+                               [classifier=FILE] [data_root=DIR]
 
 Writes (per test sample; what each means: docs/metrics.md):
   test_elbo, test_recon, test_kl   the loss terms with one z ~ q(z|x) each (units of val/…)
@@ -13,40 +14,57 @@ Writes (per test sample; what each means: docs/metrics.md):
   fid, class_entropy, mean_max_prob, conditional_accuracy (cvae)
                                    what the classifier of vae_lab.classifier makes of n_samples samples
                                    (n_samples=0 skips them; the classifier must be trained once first)
+  sampler                          how the samples' latents were drawn (vae_lab.samplers; ``sampler=gmm``
+                                   fits a mixture to the training images' posterior means, once, and
+                                   keeps it beside the checkpoint; ``sampler.components=20`` its size)
   classifier_test_accuracy         that classifier's measured accuracy on the test digits
 ``run`` may also be a .ckpt file; ``checkpoint`` picks ``last`` (the state after the last epoch) or
 ``best`` (lowest val/loss) of a run folder; ``out`` defaults to ``<run folder>/metrics.json``;
-``classifier`` to ``$VAE_LAB_CLASSIFIER`` or ``~/.cache/vae_lab/mnist_classifier.pt``; ``data_root``
-overrides where the test digits are read (default: VAE_LAB_DATA when set, else the run's data.root).
+``classifier`` to the cached classifier of the run's data set (vae_lab.classifier); ``data_root``
+overrides where a torchvision data set is read (default: VAE_LAB_DATA when set, else the run's data.root).
 On a CPU, k=1000 over all 10,000 test digits takes minutes to tens of minutes; k=100 is a quick look.
 """
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from vae_lab import metrics
 from vae_lab.checkpoint import load_model
-from vae_lab.classifier import load_classifier
+from vae_lab.classifier import classifier_for, load_classifier
 from vae_lab.cli import exit_on_error, parse_options
-from vae_lab.data import binarized_split, data_root, load_mnist
+from vae_lab.data import ARRAYS, binarized_split, data_root, load_split, seen_training_split
+from vae_lab.samplers import Prior, build_sampler, fitted_sampler
 from vae_lab.summary import Recording, write_json
 
 DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "checkpoint": "last",
-            "out": None, "classifier": None, "data_root": None}
+            "sampler": {"name": "prior"}, "out": None, "classifier": None, "data_root": None}
 
 
-def load_test_digits(config: dict, root: str | None = None):
-    """(grey test digits, the same binarized as the run's data.binarize says); TensorDatasets."""
+def training_images(config: dict, root: str | None = None):
+    """The run's training images as its model sees them outside training batches
+    (``vae_lab.data.seen_training_split``): what a sampler is fitted on."""
     data = config["data"]
-    grey = load_mnist(data_root(root, data["root"]), train=False, download=False)
+    train = load_split(data, train=True, root=None if data["name"] == ARRAYS else data_root(root, data["root"]))
+    return seen_training_split(train, data.get("binarize", "none"), data["seed"])
+
+
+def load_test_images(config: dict, root: str | None = None):
+    """(the run's grey test images, the same binarized as its data.binarize says); TensorDatasets.
+    ``root`` overrides where a torchvision data set is read (else VAE_LAB_DATA, else the run's)."""
+    data = config["data"]
+    grey = load_split(data, train=False, root=None if data["name"] == ARRAYS else data_root(root, data["root"]))
     return grey, binarized_split(grey, data.get("binarize", "none"), data["seed"], train=False)
 
 
 def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_samples: int = 0,
-            classifier: tuple | None = None, seed: int = 0, root: str | None = None) -> dict:
+            classifier: tuple | None = None, seed: int = 0, root: str | None = None, sampler=None) -> dict:
     """The metrics of the module docstring for a model in eval mode (see docs/metrics.md).
 
-    ``classifier`` is what ``load_classifier`` returns; the sample metrics need it and n_samples > 0.
+    ``classifier`` is what ``vae_lab.classifier.classifier_for`` returns; the sample metrics need it
+    and n_samples > 0, and draw their latents from ``sampler`` (a ready ``vae_lab.samplers`` one;
+    default the prior).
     """
-    grey, seen = load_test_digits(config, root)
+    grey, seen = load_test_images(config, root)
     images, labels = (t[:n_images] for t in seen.tensors)
     likelihood = config["loss"]["likelihood"]
     terms = metrics.elbo_terms(model, images, labels, likelihood, seed=seed)
@@ -59,17 +77,24 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
     }
     if n_samples and classifier:
         # FID against the grey digits: samples are pixel probabilities, the mean of a binarized draw
-        result.update(metrics.sample_quality(model, classifier[0], grey.tensors[0], n_samples, seed),
-                      n_samples=n_samples, classifier_test_accuracy=classifier[1])
+        sampler = sampler or Prior()
+        result.update(metrics.sample_quality(model, classifier[0], grey.tensors[0], n_samples, seed, sampler=sampler),
+                      n_samples=n_samples, sampler=sampler.tag(), classifier_test_accuracy=classifier[1])
     return result
 
 
 def evaluate(options) -> Path:
     """Measures the run and writes the JSON file; returns its path."""
-    classifier = load_classifier(options.classifier) if options.n_samples else None
+    # a classifier file given is checked first; the default one is the run's data set's
+    given = load_classifier(options.classifier) if options.n_samples and options.classifier else None
+    sampler = build_sampler(OmegaConf.to_container(options.sampler))
     model, config, checkpoint = load_model(options.run, options.checkpoint)
+    classifier = given or (classifier_for(config["data"]) if options.n_samples else None)
+    if options.n_samples:
+        sampler = fitted_sampler(sampler, model, *training_images(config, options.data_root).tensors, checkpoint,
+                                 options.seed)
     result = measure(model, config, options.k, options.n_images, options.n_samples, classifier,
-                     options.seed, options.data_root)
+                     options.seed, options.data_root, sampler)
     out = Path(options.out) if options.out else checkpoint.parent.parent / "metrics.json"
     write_json(result, out)
     return out
@@ -84,17 +109,24 @@ class EvaluateAtEnd(Recording):
             raise ValueError(f"k={k}, n_images={n_images}, n_samples={n_samples}: k and n_images must be >= 1, "
                              "n_samples >= 0")
         self.k, self.n_images, self.n_samples = k, n_images, n_samples
+        self.classifier, self.result = None, {}
+
+    def check(self, datamodule) -> None:
         # a missing classifier fails the run before training, not after it
-        self.classifier = load_classifier() if n_samples else None
-        self.result = {}
+        if self.n_samples:
+            self.classifier = classifier_for(datamodule.source)
 
     def on_train_end(self, trainer, pl_module):
         # on the training device still (Lightning moves the model to the CPU before on_fit_end)
         if not trainer.is_global_zero:  # with DDP, the first process measures
             return
-        model = pl_module.model.eval()  # training is over
+        model, seed = pl_module.model.eval(), pl_module.seed  # training is over
+        sampler = build_sampler(pl_module.config["sampler"])
+        if self.n_samples:
+            sampler = fitted_sampler(sampler, model, *trainer.datamodule.fit_set.tensors,
+                                     Path(trainer.checkpoint_callback.last_model_path), seed)
         self.result = measure(model, pl_module.config, self.k, self.n_images, self.n_samples, self.classifier,
-                              pl_module.seed)
+                              seed, sampler=sampler)
         write_json(self.result, Path(trainer.default_root_dir) / "metrics.json")
 
     def record(self) -> dict:

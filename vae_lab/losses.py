@@ -51,10 +51,10 @@ class VAELoss:
     scalar batch mean; mu, logvar (B, z_dim) are the model's encoding of x.
 
     ``likelihood``: 'bce' or 'mse'. ``iwae_k``: samples of z per image. With k = 1 this is the
-    ELBO with one z; with k > 1 its reconstruction part is the importance-weighted one,
-    −log (1/k) Σ_i p(x|z_i) p(z_i)/q(z_i|x) − KL, written with the closed-form KL and a zero-mean
-    correction, (r_i − r̄) with r_i = log p(z_i) − log q(z_i|x), inside the log-mean-exp: in
-    expectation exactly the IWAE bound of Burda et al., and for k = 1 exactly the ELBO.
+    ELBO with one z; with k > 1 its reconstruction part is the importance-weighted one, written
+    with the closed-form KL and a zero-mean correction β·(r_i − r̄), r_i = log p(z_i) − log q(z_i|x),
+    inside the log-mean-exp (β: the KL schedule's weight): in expectation exactly the IWAE bound
+    of Burda et al. (for β = 1), and for k = 1 exactly the ELBO (docs/theory.md, section 7).
     'recon' reports −log p(x|z) averaged over the k draws, 'kl' the closed-form KL.
     ``free_bits`` λ (nats, ≥ 0): each latent dimension's batch-mean KL enters the KL term as at
     least λ, so the objective stops pushing a dimension's KL below λ (Kingma et al. 2016);
@@ -81,7 +81,9 @@ class VAELoss:
         else:
             # log q(z|x) = log N(eps; 0, I) − Σ log σ, the change of variables z = mu + σ·eps
             r = standard_normal_log_prob(z) - standard_normal_log_prob(eps) + 0.5 * logvar.sum(-1)
-            fit = math.log(k) - torch.logsumexp(log_px + r - r.mean(0), dim=0)
+            # the prior ratio carries the schedule's weight, as the KL term does: the β-weighted
+            # bound, which stays bounded while a warm-up holds β near 0
+            fit = math.log(k) - torch.logsumexp(log_px + kl_schedule.weight(epoch) * (r - r.mean(0)), dim=0)
         kl_per_dim = kl_divergence(mu, logvar)
         kl = kl_per_dim.sum(1).mean()
         penalised = kl_per_dim.mean(0).clamp(min=self.free_bits).sum() if self.free_bits else kl

@@ -10,11 +10,13 @@ which is not comparable with ``bce`` numbers. Random draws come from a generator
 import math
 
 import torch
+import torch.nn.functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from vae_lab.classifier import Features, predict
 from vae_lab.inference import decode_images, device_of, kl_per_dimension, posterior
 from vae_lab.losses import kl_divergence, reconstruction_error, standard_normal_log_prob
+from vae_lab.samplers import Prior
 
 
 def log_likelihood(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -35,26 +37,34 @@ def _batches(model, images, labels, batch_size):
         yield x.to(device), y.to(device)
 
 
-@torch.no_grad()
-def log_weights(model, x: torch.Tensor, y: torch.Tensor, likelihood: str, k: int,
-                generator: torch.Generator, max_rows: int = 10_000) -> torch.Tensor:
-    """log w = log p(x|z) + log p(z) − log q(z|x) for k draws z ~ q(z|x) per image: (k, B) nats.
+def flat_log_likelihood(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x|z) (B, n) of logits (B, n, D) of n latents per image against the images x (B, D),
+    both flat over the D pixels, without copying x n times (what ``log_likelihood`` gives for each)."""
+    if likelihood == "bce":  # −BCE = x·l − softplus(l); the x·l sum as one batched product
+        return torch.bmm(logits, x.unsqueeze(-1)).squeeze(-1) - F.softplus(logits).sum(-1)
+    return -(torch.sigmoid(logits) - x.unsqueeze(1)).pow(2).sum(-1) - 0.5 * x.shape[-1] * math.log(math.pi)
 
-    At most ``max_rows`` images are decoded at once (k is split into chunks), so memory stays bounded.
+
+@torch.inference_mode()
+def log_weights(model, x: torch.Tensor, y: torch.Tensor, likelihood: str, k: int,
+                generator: torch.Generator, max_rows: int = 4096) -> torch.Tensor:
+    """log w = log p(x|z) + log p(z) − log q(z|x) for k draws z ~ q(z|x) per image: (B, k) nats.
+
+    At most ``max_rows`` latents are decoded at once (k is split into chunks): memory stays bounded,
+    and the decoded logits of a chunk stay in the processor's cache for the sums that read them.
     """
     mu, logvar = model.encode(x, y)
     chunk = max(1, max_rows // len(x))
     weights = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
-        eps = torch.randn(n, *mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
-        z = model.reparameterize(mu, logvar, eps)  # (n, B, z_dim)
+        eps = torch.randn(len(x), n, mu.shape[1], generator=generator, dtype=mu.dtype).to(mu.device)
+        z = model.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), eps)  # (B, n, z_dim)
         # log q(z|x) = Σ log N(eps; 0, 1) − Σ log σ, the change of variables z = mu + σ·eps
-        log_q = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)
-        logits = model.decode(z.flatten(0, 1), y.repeat(n))
-        log_px = log_likelihood(logits, x.repeat(n, 1, 1, 1), likelihood).view(n, len(x))
-        weights.append(log_px + standard_normal_log_prob(z) - log_q)
-    return torch.cat(weights)
+        log_q = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1, keepdim=True)
+        logits = model.decode(z.flatten(0, 1), y.repeat_interleave(n)).view(len(x), n, -1)
+        weights.append(flat_log_likelihood(logits, x.flatten(1), likelihood) + standard_normal_log_prob(z) - log_q)
+    return torch.cat(weights, dim=1)
 
 
 @torch.no_grad()
@@ -69,7 +79,7 @@ def iwae_bound(model, images: torch.Tensor, labels: torch.Tensor, likelihood: st
     bounds = []
     for x, y in _batches(model, images, labels, batch_size):
         log_w = log_weights(model, x, y, likelihood, k, generator)
-        bounds.append((torch.logsumexp(log_w, 0) - math.log(k)).cpu())
+        bounds.append((torch.logsumexp(log_w, 1) - math.log(k)).cpu())
     return torch.cat(bounds)
 
 
@@ -122,8 +132,9 @@ def frechet_distance(classifier, real: torch.Tensor, fake: torch.Tensor, batch_s
 
 @torch.no_grad()
 def sample_quality(model, classifier, test_images: torch.Tensor, n_samples: int = 10_000, seed: int = 0,
-                   batch_size: int = 1000) -> dict[str, float]:
-    """What the classifier makes of ``n_samples`` decoded z ~ N(0, I) (pixel probabilities, no draw):
+                   batch_size: int = 1000, sampler=None) -> dict[str, float]:
+    """What the classifier makes of ``n_samples`` decoded latents drawn by ``sampler`` (a fitted
+    ``vae_lab.samplers`` sampler; default z ~ N(0, I)), as pixel probabilities, no draw:
 
     'fid' (``frechet_distance`` to the test images), 'class_entropy' (entropy of the histogram of
     predicted classes, nats; log 10 ≈ 2.303 when all ten digits are equally common: mode coverage),
@@ -131,9 +142,9 @@ def sample_quality(model, classifier, test_images: torch.Tensor, n_samples: int 
     conditional model (samples asked for digits 0-9 in turn), 'conditional_accuracy' (share classified
     as the digit asked for).
     """
-    generator = torch.Generator().manual_seed(seed)
     wanted = torch.arange(n_samples) % 10 if model.num_classes else None
-    samples = decode_images(model, torch.randn(n_samples, model.z_dim, generator=generator), wanted, batch_size)
+    z = (sampler or Prior()).sample(n_samples, model.z_dim, wanted, seed)
+    samples = decode_images(model, z, wanted, batch_size)
     probs = predict(classifier, samples)
     histogram = probs.argmax(1).bincount(minlength=10).float() / n_samples
     result = {

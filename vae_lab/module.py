@@ -69,7 +69,7 @@ class LitVAE(L.LightningModule):
         self.val_moments = torch.zeros(3, self.model.z_dim, device=self.device)  # Σ mu, Σ mu², count
 
     def on_train_epoch_start(self):
-        self.epoch_sums, self.epoch_count = {}, 0
+        self.epoch_sums, self.epoch_count = 0.0, 0
 
     def training_step(self, batch, batch_idx):
         epoch = self.global_step / self.trainer.num_training_batches
@@ -77,21 +77,22 @@ class LitVAE(L.LightningModule):
         batch_size = len(batch[0])
         # Per-step values go straight to the logger on the logging steps only: self.log costs a
         # large share of a small step. The epoch means are summed here instead.
+        values = torch.stack([v.detach() for v in losses.values()])
         every = self.trainer.log_every_n_steps  # 0: no per-step values
         if self.logger is not None and every and self.global_step % every == 0:
-            values = torch.stack([v.detach() for v in losses.values()]).tolist()  # one host copy
-            scalars = {f"train/{k}": v for k, v in zip(losses, values)}
+            scalars = {f"train/{k}": v for k, v in zip(losses, values.tolist())}  # one host copy
             scalars.update({f"train/{k}": v for k, v in self.kl_schedule.logged(epoch).items()})
-            scalars["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+            scalars["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step uses
             self.logger.log_metrics(scalars, step=self.global_step)
-        for term, value in losses.items():
-            self.epoch_sums[term] = self.epoch_sums.get(term, 0.0) + value.detach() * batch_size
+        self.epoch_sums = self.epoch_sums + values * batch_size
         self.epoch_count += batch_size
+        self.loss_terms = tuple(losses)
         return losses["loss"]
 
     def on_train_epoch_end(self):
         # sync_dist: with DDP, the mean over the processes' shards (equal in size)
-        self.log_dict({f"train/{k}_epoch": v / self.epoch_count for k, v in self.epoch_sums.items()}, sync_dist=True)
+        means = self.epoch_sums / self.epoch_count
+        self.log_dict({f"train/{k}_epoch": v for k, v in zip(self.loss_terms, means)}, sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         losses, mu, _ = self._losses(batch, epoch=None)  # the schedule's final weighting: epochs compare

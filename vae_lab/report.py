@@ -1,20 +1,28 @@
-"""Gather the runs of a sweep into one table and a few pictures.
+"""Compare runs: one table and a few pictures from any run folders and sweep folders.
 
-    python -m vae_lab.report outputs/sweeps/<date_time>
+    python -m vae_lab.report outputs/sweeps/<date_time>                    # a sweep's runs
+    python -m vae_lab.report outputs/dense-bce-* outputs/sweeps/<date_time> --out outputs/reports/mine
 
-Writes into the sweep folder:
-  report.md             one row per run: the overrides that differ between runs, the final losses per
-                        sample (train loss, val loss, reconstruction, KL; nats for bce) and the numeric
-                        keys of the run's metrics.json when it has one; a run without final metrics is
-                        marked failed
+Each path is a run folder (it holds summary.json or .hydra/) or a folder of runs (a sweep's), or a
+quoted glob of them. Writes into ``--out`` (default: the folder given, when it is one sweep folder;
+else ``outputs/reports/<date_time>``):
+  report.md             one row per run: the settings that differ between runs, its status and final
+                        losses per sample (train loss, val loss, reconstruction, KL; nats for bce) and
+                        the numbers of its evaluation (summary.json, metrics.json); then, for runs that
+                        differ only in their seed, one row per group with the mean ± standard deviation
   rate_distortion.png   final val KL (rate) against val reconstruction (distortion), a point per
                         run labelled with β, a line per z_dim
   samples_by_run.png    each run's samples.png (cvae: digits.png) side by side
   manifolds_by_run.png  each z_dim = 2 run's manifold.png side by side
-The pictures only show finished runs; a picture no finished run has is not written.
+The pictures only show finished runs; a picture no finished run has is not written. Everything is
+read from the runs' summary.json (vae_lab.summary), never from their TensorBoard events.
 """
+import datetime
+import glob
 import json
 import math
+import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -29,22 +37,31 @@ from vae_lab.summary import SUMMARY_FILE, numbers
 
 # column -> key of the summary's final losses
 LOSSES = {"train loss": "train_loss", "val loss": "val_loss", "val recon": "val_recon", "val KL": "val_kl"}
+USAGE = "python -m vae_lab.report <run or sweep folder> [more folders or globs] [--out DIR]"
 
 
-def find_runs(sweep_dir: Path) -> list[Path]:
-    """The run folders (those with .hydra/ or a summary.json) directly under sweep_dir, in job order."""
-    if not sweep_dir.is_dir():
-        raise VaeLabError(f"{sweep_dir}: no such folder")
-    runs = [path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir() or (path / SUMMARY_FILE).is_file()]
-    if not runs:
-        raise VaeLabError(f"{sweep_dir}: no runs in it (a sweep folder holds one folder with .hydra/ per run, "
-                          "as python train.py -m writes)")
+def is_run(path: Path) -> bool:
+    return (path / SUMMARY_FILE).is_file() or (path / ".hydra").is_dir()
 
-    def job_order(path):
-        number = path.name.split("-")[0]
-        return (int(number), path.name) if number.isdigit() else (math.inf, path.name)
 
-    return sorted(runs, key=job_order)
+def job_order(path: Path):
+    number = path.name.split("-")[0]
+    return (int(number), path.name) if number.isdigit() else (math.inf, path.name)
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """The run folders among ``paths`` and directly under those that are not runs themselves (a
+    sweep's, in job order), each once."""
+    runs = []
+    for path in paths:
+        if not path.is_dir():
+            raise VaeLabError(f"{path}: no such folder")
+        found = [path] if is_run(path) else sorted((p for p in path.iterdir() if is_run(p)), key=job_order)
+        if not found:
+            raise VaeLabError(f"{path}: no runs in it (a run folder holds summary.json or .hydra/, a sweep "
+                              "folder one such folder per run, as python train.py -m writes)")
+        runs += [run for run in found if run not in runs]
+    return runs
 
 
 def read_json(path: Path) -> dict:
@@ -68,7 +85,7 @@ def read_run(run_dir: Path) -> dict:
     final = numbers(summary.get("final") if isinstance(summary.get("final"), dict) else {})
     metrics = numbers(summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {})
     metrics.update(numbers(read_json(run_dir / "metrics.json")))
-    return {"dir": run_dir, "settings": settings, "status": status,
+    return {"dir": run_dir, "name": run_dir.name, "settings": settings, "status": status,
             "losses": {column: final[key] for column, key in LOSSES.items() if key in final},
             "metrics": metrics}
 
@@ -84,7 +101,7 @@ def differing(runs: list[dict]) -> list[str]:
 
 
 def label(run: dict, keys: list[str]) -> str:
-    return " ".join(f"{key}={shown(run['settings'].get(key, '-'))}" for key in keys) or run["dir"].name
+    return " ".join(f"{key}={shown(run['settings'].get(key, '-'))}" for key in keys) or run["name"]
 
 
 def table(runs: list[dict]) -> str:
@@ -93,7 +110,7 @@ def table(runs: list[dict]) -> str:
     header = ["run", *keys, "status", *LOSSES, *metric_keys]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for run in runs:
-        cells = [run["dir"].name, *(shown(run["settings"].get(key, "")) for key in keys),
+        cells = [run["name"], *(shown(run["settings"].get(key, "")) for key in keys),
                  run["status"] if run["status"].startswith("finished") else f"**{run['status']}**",
                  *(f"{run['losses'][c]:.2f}" if c in run["losses"] else "—" for c in LOSSES),
                  *(f"{run['metrics'][k]:.4g}" if k in run["metrics"] else "—" for k in metric_keys)]
@@ -134,32 +151,95 @@ def side_by_side(images: list[tuple[str, Path]], path: Path, columns: int = 4) -
     plt.close(figure)
 
 
-def report(sweep_dir: Path) -> list[Path]:
-    """Write the files described in the module docstring; return their paths."""
-    runs = [read_run(run_dir) for run_dir in find_runs(sweep_dir)]
+def seed_groups(runs: list[dict]) -> list[list[dict]]:
+    """Finished runs whose settings agree in everything but the seed, in groups of two or more."""
+    groups = {}
+    for run in runs:
+        if run["status"].startswith("finished") and run["settings"]:
+            key = tuple(sorted((k, shown(v)) for k, v in run["settings"].items() if k != "seed"))
+            groups.setdefault(key, []).append(run)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def mean_and_spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else "—"
+
+
+def seed_table(groups: list[list[dict]], keys: list[str]) -> str:
+    """One row per group of ``seed_groups``: its ``keys`` settings (those that differ between the
+    runs but the seed), its seeds, and the mean ± sample standard deviation of every loss and metric."""
+    keys = [key for key in keys if key != "seed"]
+    metric_keys = list(dict.fromkeys(key for group in groups for run in group for key in run["metrics"]))
+    header = [*keys, "seeds", *LOSSES, *metric_keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for group in groups:
+        seeds = ", ".join(shown(run["settings"].get("seed")) for run in group)
+        cells = [*(shown(group[0]["settings"].get(key, "")) for key in keys), seeds,
+                 *(mean_and_spread([run["losses"][c] for run in group if c in run["losses"]]) for c in LOSSES),
+                 *(mean_and_spread([run["metrics"][k] for run in group if k in run["metrics"]]) for k in metric_keys)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(paths: list[Path], out: Path | None = None) -> list[Path]:
+    """Write the files described in the module docstring into ``out``; return their paths."""
+    run_dirs = find_runs(paths)
+    if out is None:
+        single_sweep = len(paths) == 1 and not is_run(paths[0])
+        out = paths[0] if single_sweep else Path("outputs", "reports", f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [read_run(run_dir) for run_dir in run_dirs]
+    parent = Path(os.path.commonpath([run["dir"].resolve() for run in runs]))
+    for run in runs:  # names that stay apart when runs come from several folders
+        run["name"] = str(run["dir"].resolve().relative_to(parent)) if len(runs) > 1 else run["dir"].name
     keys = differing(runs)
-    written = [sweep_dir / "report.md"]
-    written[0].write_text(f"# Sweep {sweep_dir.name}\n\nLosses per sample, last epoch; "
-                          f"{sum(not run['status'].startswith('finished') for run in runs)} of {len(runs)} "
-                          "runs did not finish.\n\n" + table(runs))
+    title = paths[0].name if len(paths) == 1 else f"{len(runs)} runs"
+    text = (f"# Report: {title}\n\nLosses per sample, last epoch; "
+            f"{sum(not run['status'].startswith('finished') for run in runs)} of {len(runs)} runs did not finish.\n\n"
+            + table(runs))
+    if groups := seed_groups(runs):
+        text += "\n## Over seeds\n\nRuns that differ only in their seed: mean ± standard deviation.\n\n" + seed_table(groups, keys)
+    written = [out / "report.md"]
+    written[0].write_text(text)
     finished = [run for run in runs if run["status"].startswith("finished") and len(run["losses"]) == len(LOSSES)]
     if finished:
-        rate_distortion(finished, sweep_dir / "rate_distortion.png")
-        written.append(sweep_dir / "rate_distortion.png")
+        rate_distortion(finished, out / "rate_distortion.png")
+        written.append(out / "rate_distortion.png")
     for name, pngs in (("samples_by_run", ("samples.png", "digits.png")), ("manifolds_by_run", ("manifold.png",))):
         images = [(label(run, keys), run["dir"] / png) for run in finished for png in pngs if (run["dir"] / png).is_file()]
         if images:
-            side_by_side(images, sweep_dir / f"{name}.png")
-            written.append(sweep_dir / f"{name}.png")
+            side_by_side(images, out / f"{name}.png")
+            written.append(out / f"{name}.png")
     return written
 
 
+def parse(argv: list[str]) -> tuple[list[Path], Path | None]:
+    """(folders, --out) from the command line; quoted globs are expanded here."""
+    paths, out = [], None
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument == "--out":
+            out = next(arguments, None)
+            if out is None:
+                raise VaeLabError(f"--out needs a folder: {USAGE}")
+            out = Path(out)
+        elif argument.startswith("-"):
+            raise VaeLabError(f"unknown option {argument}: {USAGE}")
+        elif glob.has_magic(argument):
+            matches = sorted(glob.glob(argument))
+            if not matches:
+                raise VaeLabError(f"{argument}: matches no folder")
+            paths += map(Path, matches)
+        else:
+            paths.append(Path(argument))
+    if not paths:
+        raise VaeLabError(f"give run or sweep folders: {USAGE}")
+    return paths, out
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
     try:
-        if len(argv) != 1:
-            raise VaeLabError("give one sweep folder: python -m vae_lab.report outputs/sweeps/<date_time>")
-        written = report(Path(argv[0]))
+        written = report(*parse(sys.argv[1:] if argv is None else argv))
     except VaeLabError as error:
         sys.exit(f"error: {error}")
     print(f"wrote {', '.join(path.name for path in written)} to {written[0].parent}")

@@ -20,6 +20,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 
+from vae_lab.config import ALIASES
+
 SUMMARY_FILE = "summary.json"
 # the losses a summary holds at the end: key -> what LitVAE logs
 FINAL = {"val_loss": "val/loss", "val_recon": "val/recon", "val_kl": "val/kl", "train_loss": "train/loss_epoch",
@@ -27,19 +29,35 @@ FINAL = {"val_loss": "val/loss", "val_recon": "val/recon", "val_kl": "val/kl", "
 
 
 class Recording(Callback):
-    """A callback whose end-of-training results join the run's summary: ``record()`` -> dict."""
+    """A callback whose end-of-training results join the run's summary: ``record()`` -> dict.
+    ``check(datamodule)`` runs before the run folder gets a file: raise VaeLabError there if the
+    callback cannot do its work on this data (a classifier it needs is missing, say)."""
+
+    def check(self, datamodule) -> None:
+        pass
 
     def record(self) -> dict:
         return {}
 
 
 def run_settings(config: dict) -> dict:
-    """The settings that tell runs apart, flat: the HPARAMS table, the summary and the report."""
-    return {
-        "model": config["model"]["name"],
-        "loss": config["loss"]["likelihood"],
-        **{key: config[key] for key in ("beta", "z_dim", "epochs", "batch_size", "lr", "seed")},
-    }
+    """The settings that tell runs apart, flat, for the HPARAMS table, the summary and the report:
+    the model, data set, likelihood and top-level keys, and every other setting of the model, the
+    loss, the KL and LR schedules and the sampler (``model.hidden``, ``loss.iwae_k``, …), a schedule
+    named by its class. Copies of top-level keys (vae_lab.config.ALIASES) are left out."""
+    settings = {"model": config["model"]["name"], "data": config["data"]["name"], "loss": config["loss"]["likelihood"],
+                **{key: config[key] for key in ("beta", "z_dim", "epochs", "batch_size", "lr", "seed")},
+                "data.binarize": config["data"].get("binarize", "none")}
+    for group in ("model", "loss", "kl_schedule", "lr_schedule", "sampler"):
+        node = config.get(group) or {}
+        if group in ("kl_schedule", "lr_schedule"):
+            settings[group] = node["_target_"].rsplit(".", 1)[-1]
+        elif group == "sampler":
+            settings[group] = node["name"]
+        for key, value in node.items():
+            if key not in ("_target_", "name", "likelihood") and f"{group}.{key}" not in ALIASES:
+                settings[f"{group}.{key}"] = str(value) if isinstance(value, (list, dict)) else value
+    return settings
 
 
 def numbers(values: dict) -> dict:
@@ -57,7 +75,26 @@ def write_json(record: dict, path: Path) -> None:
 
 class RunSummary(Callback):
     """Writes ``summary.json`` into the run folder (``trainer.default_root_dir``) and, at the end,
-    fills the HPARAMS table with the settings and final numbers; see the module docstring."""
+    fills the HPARAMS table with the settings and final numbers; see the module docstring. With
+    ``console`` it also prints the run's first and last lines: what trains where, and at the end
+    its final losses, its files and the TensorBoard command."""
+
+    def __init__(self, console: bool = True):
+        self.console = console
+
+    def say(self, trainer, line: str) -> None:
+        if self.console and trainer.is_global_zero:
+            print(line, flush=True)
+
+    def setup(self, trainer, pl_module, stage):
+        if getattr(self, "announced", False):  # setup runs for the validation at initialisation and for fit
+            return
+        self.announced = True
+        config, parameters = pl_module.config, sum(p.numel() for p in pl_module.model.parameters())
+        resumed = f", resumed from {trainer.ckpt_path}" if trainer.ckpt_path else ""
+        self.say(trainer, f"vae_lab: model={config['model']['name']} on data={config['data']['name']}, "
+                          f"{parameters:,} parameters, on {trainer.strategy.root_device.type}{resumed}; "
+                          f"run folder {trainer.default_root_dir}")
 
     def on_fit_start(self, trainer, pl_module):
         self.started, self.device = time.time(), str(pl_module.device)
@@ -95,7 +132,17 @@ class RunSummary(Callback):
         files = {"last": getattr(checkpoint, "last_model_path", ""), "best": getattr(checkpoint, "best_model_path", "")}
         self._write(trainer, status="finished", final=final, **results,
                     checkpoints={k: os.path.relpath(v, trainer.default_root_dir) for k, v in files.items() if v})
-        if trainer.is_global_zero and trainer.logger is not None:
+        if not trainer.is_global_zero:  # with DDP, the first process reports
+            return
+        folder = Path(trainer.default_root_dir)
+        if final:
+            self.say(trainer, f"finished {trainer.current_epoch} epoch{'s' * (trainer.current_epoch != 1)} in {self.summary['seconds']:.0f} s: val loss "
+                              f"{final['val_loss']:.2f} per sample (recon {final['val_recon']:.2f} + KL "
+                              f"{final['val_kl']:.2f}), train loss {final.get('train_loss', float('nan')):.2f}")
+        files = sorted(str(p.relative_to(folder)) for p in folder.glob("*.png")) + [SUMMARY_FILE]
+        self.say(trainer, f"wrote {', '.join([*self.summary['checkpoints'].values(), *files])} to {folder}")
+        self.say(trainer, f"see it: tensorboard --logdir {folder}")
+        if trainer.logger is not None:
             metrics = {f"hparams/{key}": value for key, value in {**final, **numbers(results.get("metrics", {}))}.items()}
             trainer.logger.log_hyperparams(self.summary["settings"], metrics)
             # Lightning writes hparams.yaml once, at the start, from the module's (empty) logged

@@ -1,4 +1,6 @@
 """Train one run from a composed config: ``train(cfg)``; ``python train.py`` wraps it with Hydra."""
+import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +17,27 @@ from vae_lab.config import check_config
 from vae_lab.errors import VaeLabError
 from vae_lab.models import build_model
 from vae_lab.module import LitVAE
+from vae_lab.samplers import build_sampler
+from vae_lab.summary import Recording
+
+
+def quiet_lightning() -> None:
+    """Let Lightning's log lines ("GPU available", tips, "Trainer.fit stopped") go where the
+    application's logging sends them (a run's train.log) instead of to the console: Lightning
+    hangs console handlers of its own on its loggers when it is imported. Two warnings a user
+    cannot act on are dropped: a deprecation inside Lightning and torch, and the notice that an
+    epoch is shorter than log_every_n_steps (vae_lab logs by global step, across epochs)."""
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
+quiet_lightning()
 
 
 def build(node: DictConfig, name: str, **kwargs):
@@ -41,7 +64,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     """
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build(cfg.data, "data")
+    datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
     config = OmegaConf.to_container(cfg, resolve=True)
+    config["data"].update(datamodule.source)  # what was read, so that evaluate and generate read it again
+    build_sampler(config["sampler"])  # checked now; it draws the samples at the end
     module = LitVAE(
         model=build_model(config["model"]),  # the registry, as when a checkpoint is read
         loss=build(cfg.loss, "loss"),
@@ -51,6 +78,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
         seed=cfg.seed,
         config=config,
     )
+    if module.model.num_classes and not datamodule.labelled:
+        raise VaeLabError(f"model={config['model']['name']} is conditional and needs labels, but "
+                          f"{datamodule.source.get('path', config['data']['name'])} has none")
     if cfg.ckpt_path is not None:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         stored_config(checkpoint, cfg.ckpt_path)  # a checkpoint with a config that names code is refused here too
@@ -58,10 +88,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise VaeLabError(f"trainer.accelerator={cfg.trainer.accelerator}, but torch finds no GPU here; "
                           "leave out trainer=gpu (the default trainer takes a GPU when there is one)")
-    datamodule = build(cfg.data, "data")
-    datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
     output_dir = Path(cfg.output_dir)
     run_callbacks = [build(node, f"callbacks.{name}") for name, node in cfg.callbacks.items() if node is not None]
+    for callback in run_callbacks:
+        if isinstance(callback, Recording):
+            callback.check(datamodule)
     run_callbacks += callbacks
     trainer = build(
         cfg.trainer, "trainer", logger=build(cfg.logger, "logger"), callbacks=run_callbacks,

@@ -19,6 +19,13 @@ from torch import nn
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 28 * 28
 
+# Training drives many numbers towards zero (the gradients of saturated pixels, Adam's moments of
+# weights that barely move), and x86 processors compute on subnormal floats (below 1.2e-38) tens
+# of times slower: a 400-epoch run slowed from 7 to 15 s an epoch (docs/performance.md). Flushing
+# them to zero changes no number by more than 1.2e-38. Set when vae_lab's models are first
+# imported, before torch starts its CPU threads, which inherit the setting; for the whole process.
+torch.set_flush_denormal(True)
+
 
 def mlp(sizes: Sequence[int], relu_last: bool = False) -> nn.Sequential:
     """Linear layers from sizes[0] to sizes[-1] with a ReLU between them (and after the last one
