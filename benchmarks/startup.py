@@ -99,7 +99,7 @@ def probe(out: Path, overrides: list[str]) -> None:
     for module, owner, method, figure in hooks:
         if module is not None and hasattr(getattr(module, owner, None), method):
             timed(getattr(module, owner), method, spent, figure)
-    try:  # train.py as __main__, as `python train.py` runs it (Hydra finds conf/ beside the file)
+    try:  # train.py as __main__, as `python train.py` runs it (Hydra finds vae_lab/conf/ beside the file)
         runpy.run_path(str(REPO / "train.py"), run_name="__main__")
     except SystemExit as exit:
         if exit.code:

@@ -49,7 +49,8 @@ from vae_lab.data import ImageDataModule, data_root
 from vae_lab.losses import VAELoss
 from vae_lab.schedules import Constant
 from vae_lab.models import ConvVAE, DenseVAE
-from vae_lab.train import train
+from vae_lab.training import train
+from vae_lab.config import CONF
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = data_root()
@@ -134,7 +135,7 @@ class Interleaved(Callback):
 
 
 def config(output_dir: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[f"output_dir={output_dir}", f"data.root={DATA_ROOT}", *overrides])
 
 
@@ -176,7 +177,7 @@ def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callabl
 
 
 def configured_optimizer(parameters):
-    """The optimizer vae_lab builds from conf/config.yaml."""
+    """The optimizer vae_lab builds from vae_lab/conf/config.yaml."""
     return instantiate(config("unused").optimizer)(parameters)
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from vae_lab.config import CONF
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("VAE_LAB_DATA", REPO.parent / "shared" / "data")).resolve()
-os.environ["VAE_LAB_DATA"] = str(DATA_ROOT)  # the data root of every config the tests compose (conf/data/*.yaml)
+os.environ["VAE_LAB_DATA"] = str(DATA_ROOT)  # the data root of every config the tests compose (vae_lab/conf/data/*.yaml)
 # Tiny but real trainings: a few hundred steps on real MNIST, quiet, on the CPU.
 SHORT_RUN = [
     "trainer.limit_train_batches=100", "trainer.limit_val_batches=20",
@@ -74,7 +75,7 @@ def classifier(classifier_path):
 
 def make_config(output_dir: Path, *overrides: str):
     """The config `python train.py <overrides>` would get, writing into output_dir."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[f"output_dir={output_dir}", *overrides])
 
 

@@ -1,4 +1,4 @@
-"""A DDP training through ``vae_lab.train.train`` that records what each process trained on.
+"""A DDP training through ``vae_lab.training.train`` that records what each process trained on.
 
     python tests/ddp_probe.py <output_dir> [override ...]
 
@@ -13,7 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 
-from vae_lab.train import train
+from vae_lab.training import train
+from vae_lab.config import CONF
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ class SeenImages(Callback):
 
 if __name__ == "__main__":
     output_dir, overrides = Path(sys.argv[1]), sys.argv[2:]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"output_dir={output_dir}",
                                            f"data.root={os.environ['VAE_LAB_DATA']}", *overrides])
     train(cfg, callbacks=[SeenImages(output_dir)])

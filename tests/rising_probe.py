@@ -1,4 +1,4 @@
-"""A training through ``vae_lab.train.train`` whose validation loss rises after its first epoch,
+"""A training through ``vae_lab.training.train`` whose validation loss rises after its first epoch,
 deterministically: from the second epoch on, each step climbs the loss instead of descending it.
 With ``--die-at-epoch N`` the process kills itself (SIGKILL) as epoch N starts, as an
 out-of-memory kill or a power cut would.
@@ -16,7 +16,8 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 
 from vae_lab.module import LitVAE
-from vae_lab.train import train
+from vae_lab.training import train
+from vae_lab.config import CONF
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ if __name__ == "__main__":
         callbacks.append(DieAtEpoch(int(arguments[1])))
         arguments = arguments[2:]
     descending_losses, LitVAE._losses = LitVAE._losses, climbing_losses
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"output_dir={output_dir}",
                                            f"data.root={os.environ['VAE_LAB_DATA']}", *arguments])
     train(cfg, callbacks=callbacks)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_train
-from vae_lab.config import ALIASES
+from vae_lab.config import ALIASES, CONF
 
 # Each bad command line, and how the last line it prints must begin (the run starts in the repo root).
 BAD_OVERRIDES = {
@@ -99,7 +99,7 @@ def test_unknown_loss_is_refused(tmp_path):
 
 def test_every_setting_that_follows_a_top_level_key_is_guarded():
     """Each `${key}` of a top-level key in a group's files is in ALIASES, so it cannot be set apart."""
-    primary = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    primary = yaml.safe_load((CONF / "config.yaml").read_text())
     top_level = set(primary) - {"defaults", "hydra"}
     found = set()
 
@@ -112,7 +112,7 @@ def test_every_setting_that_follows_a_top_level_key_is_guarded():
 
     walk({key: value for key, value in primary.items() if key in top_level and isinstance(value, dict)}, "")
     found = {(path.removeprefix("."), top) for path, top in found}
-    for file in (REPO / "conf").glob("*/*.yaml"):
+    for file in CONF.glob("*/*.yaml"):
         if file.parent.name not in ("experiment", "hydra"):
             walk(yaml.safe_load(file.read_text()) or {}, file.parent.name)
     assert found == set(ALIASES.items())

@@ -15,7 +15,7 @@ from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
 from vae_lab.generate import main as generate_main
-from vae_lab.train import train
+from vae_lab.training import train
 
 
 def test_a_short_fashion_mnist_run_names_its_data_set_and_learns(tmp_path, data_root):

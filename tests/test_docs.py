@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from conftest import REPO, table_rows
 from vae_lab.data import load_mnist
 from vae_lab.losses import reconstruction_error
+from vae_lab.config import CONF
 
 DOCS = REPO / "docs"
-CONF = REPO / "conf"
 # the groups of the defaults list: every key of every option is checked
 GROUPS = tuple(next(iter(entry)) for entry in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
                if isinstance(entry, dict) and not next(iter(entry)).startswith("override "))
@@ -79,15 +79,15 @@ def test_configuration_page_lists_every_key_and_option(config_keys):
     for key, cell in documented.items():
         expected = default.get(key, hydra_keys.get(key))
         shown = TICKED.search(cell)
-        assert shown and same_value(shown[1], expected), f"{key}: documented default {cell!r}, conf/ has {expected!r}"
+        assert shown and same_value(shown[1], expected), f"{key}: documented default {cell!r}, vae_lab/conf/ has {expected!r}"
 
     option_rows = {TICKED.match(cells[0])[1].lstrip("+"): cells
                    for cells in rows if TICKED.match(cells[0]) and "=" in cells[0]}
     for group in OPTIONS:
         for option in OPTIONS[group]:
             row = option_rows.get(f"{group}={option}")
-            assert row, f"option {group}={option} (conf/{group}/{option}.yaml) is not in docs/configuration.md"
-            assert f"`conf/{group}/{option}.yaml`" in row
+            assert row, f"option {group}={option} (vae_lab/conf/{group}/{option}.yaml) is not in docs/configuration.md"
+            assert f"`vae_lab/conf/{group}/{option}.yaml`" in row
             if group in EXTRA_GROUPS:
                 continue
             ticked = set(TICKED.findall(" | ".join(row)))
@@ -96,9 +96,9 @@ def test_configuration_page_lists_every_key_and_option(config_keys):
                     assert str(value) in ticked, f"{group}={option}: its {key} `{value}` is not in its row"
     for name in option_rows:
         group, option = name.split("=", 1)
-        assert option in OPTIONS.get(group, []), f"docs/configuration.md lists {name}, which conf/ does not have"
-    for group, option in re.findall(r"`conf/([\w/]+)/(\w+)\.yaml`", text):
-        assert (CONF / group / f"{option}.yaml").is_file(), f"conf/{group}/{option}.yaml does not exist"
+        assert option in OPTIONS.get(group, []), f"docs/configuration.md lists {name}, which vae_lab/conf/ does not have"
+    for group, option in re.findall(r"`vae_lab/conf/([\w/]+)/(\w+)\.yaml`", text):
+        assert (CONF / group / f"{option}.yaml").is_file(), f"vae_lab/conf/{group}/{option}.yaml does not exist"
 
 
 def slug(heading: str) -> str:

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_train, scalars
 from vae_lab.checkpoint import load_model
 from vae_lab.data import load_mnist
-from vae_lab.train import train
+from vae_lab.training import train
 
 DDP_RUN = ["trainer=ddp", "epochs=1", *TINY_RUN]  # 5 steps of 128 digits in each of 2 processes
 

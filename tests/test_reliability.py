@@ -16,7 +16,7 @@ from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
 from vae_lab.generate import main as generate_main
 from vae_lab.module import LitVAE
-from vae_lab.train import train
+from vae_lab.training import train
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from vae_lab.checkpoint import load_model
 from vae_lab.data import load_mnist
 from vae_lab.losses import VAELoss
 from vae_lab.schedules import Constant, CosineLR
-from vae_lab.train import train
+from vae_lab.training import train
 
 STEPS = 5  # per epoch, in TINY_RUN
 

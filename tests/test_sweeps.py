@@ -13,14 +13,15 @@ from PIL import Image
 from conftest import REPO, TINY_RUN, make_config, run_sweep, scalars, table_rows
 from vae_lab import report
 from vae_lab.figures import FigureLogger
-from vae_lab.train import train
+from vae_lab.training import train
+from vae_lab.config import CONF
 
 TINY_SWEEP = ["epochs=1", *TINY_RUN]
 
 
 def composed(*overrides: str):
     """The config with Hydra's own part, as `python train.py <overrides>` would compose it."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -125,7 +126,7 @@ PRESETS = {
 
 
 def test_every_preset_is_tested():
-    assert sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml")) == sorted(PRESETS)
+    assert sorted(path.stem for path in (CONF / "experiment").glob("*.yaml")) == sorted(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -135,13 +136,13 @@ def test_preset_composes_to_its_reference_experiment(name):
     found = (cfg.model.name, cfg.loss.likelihood, cfg.z_dim, cfg.epochs, cfg.beta, params and dict(params))
     assert found == PRESETS[name]
     command = f"python train.py {'-m ' if params else ''}+experiment={name}"
-    assert command in (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+    assert command in (CONF / "experiment" / f"{name}.yaml").read_text()
 
 
 def test_sweeps_page_lists_every_preset_with_its_command_and_numbers():
     rows = {cells[0]: cells for cells in table_rows((REPO / "docs" / "sweeps.md").read_text())}
     for name in PRESETS:
-        preset = (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+        preset = (CONF / "experiment" / f"{name}.yaml").read_text()
         row = rows[f"`{name}`"]
         command = re.search(r"^#\s+(python train\.py .+)$", preset, re.M)[1]
         assert f"`{command}`" in row[3], name

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from conftest import SHORT_RUN, SHORT_RUNS, TINY_RUN, make_config, run_train, scalars
-from vae_lab.train import train
+from vae_lab.training import train
 
 SCALARS = [f"{split}/{term}" for split in ("train", "val") for term in ("loss", "recon", "kl")]
 

@@ -19,10 +19,10 @@ from torchvision.transforms.functional import to_pil_image
 
 from vae_lab import figures
 from vae_lab.checkpoint import find_checkpoint, load_model
+from vae_lab.config import CONF
 from vae_lab.errors import VaeLabError
 from vae_lab.summary import SUMMARY_FILE
 
-CONF = Path(__file__).resolve().parents[1] / "conf"  # the project's config folder, beside the package
 
 
 def compose_config(*overrides: str, **settings):
@@ -48,7 +48,7 @@ def compose_config(*overrides: str, **settings):
 def train_run(*overrides: str, **settings) -> "Run":
     """Train one run, exactly as ``python train.py <overrides>`` would, and return it:
     ``train_run("model=cvae", "trainer.limit_train_batches=50", epochs=2)``."""
-    from vae_lab.train import train
+    from vae_lab.training import train
 
     cfg = compose_config(*overrides, **settings)
     train(cfg)

@@ -6,6 +6,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import VaeLabError
 
+CONF = Path(__file__).resolve().parent / "conf"  # the configs, shipped inside the package
+
 # What a run writes into its folder; a folder holding any of these belongs to another run.
 RUN_FILES = ("config.yaml", "checkpoints")
 BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.ImageDataModule)

@@ -1,6 +1,6 @@
 """The images, held in memory as tensors and batched by index.
 
-Three kinds of data set, chosen by ``data.name`` (conf/data/*.yaml): ``mnist`` and
+Three kinds of data set, chosen by ``data.name`` (vae_lab/conf/data/*.yaml): ``mnist`` and
 ``fashion_mnist`` through torchvision's dataset classes and folder layout (downloaded, or read
 from a local copy under ``data.root``), and ``images``, a user's own arrays file (.npz or .npy of
 N x 28 x 28 images, labels optional). Each split is decoded once into a float tensor
@@ -35,7 +35,7 @@ NO_LABEL = -1  # the label of images from a file without labels
 def data_root(given: str | None = None, run_root: str | None = None) -> str:
     """Where a tool reads a torchvision data set: ``given`` (its data_root option), else
     $VAE_LAB_DATA, else the run's own data.root, else ``data``. (Training reads ``data.root``,
-    whose default is the same variable: conf/data/mnist.yaml.)"""
+    whose default is the same variable: vae_lab/conf/data/mnist.yaml.)"""
     return given or os.environ.get("VAE_LAB_DATA") or run_root or "data"
 
 

@@ -1,113 +1,59 @@
-"""Train one run from a composed config: ``train(cfg)``; ``python train.py`` wraps it with Hydra."""
-import logging
-import warnings
-from collections.abc import Sequence
+"""Train one VAE run from the command line (Hydra).
+
+    python -m vae_lab.train                          # dense VAE, BCE, β=1, z=20, 20 epochs
+    python -m vae_lab.train model=conv loss=mse beta=8 z_dim=2
+    python -m vae_lab.train -m beta=1,3,8,16         # a sweep, one run folder each
+    vae-lab ...                                      # the same, as the installed console command
+
+The options are the configs in vae_lab/conf/ (shipped inside the package); every run writes its
+config, checkpoints and TensorBoard events to outputs/ under the current folder. In a checkout,
+``python train.py`` is the same command.
+"""
+import shutil
+import sys
 from pathlib import Path
 
-import lightning as L
-import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
-from lightning.pytorch.callbacks import Callback, Checkpoint, ProgressBar
-from omegaconf import DictConfig, OmegaConf
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
-from vae_lab.arguments import check_arguments
-from vae_lab.checkpoint import AtomicCheckpointIO, check_fits, load_checkpoint, stored_config
 from vae_lab.config import check_config
 from vae_lab.errors import VaeLabError
-from vae_lab.models import build_model
-from vae_lab.module import LitVAE
-from vae_lab.samplers import build_sampler
-from vae_lab.summary import Recording
+
+# What Hydra writes into a run folder before train(cfg) runs.
+HYDRA_FILES = {".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"}
 
 
-def quiet_lightning() -> None:
-    """Let Lightning's log lines ("GPU available", tips, "Trainer.fit stopped") go where the
-    application's logging sends them (a run's train.log) instead of to the console: Lightning
-    hangs console handlers of its own on its loggers when it is imported. Two warnings a user
-    cannot act on are dropped: a deprecation inside Lightning and torch, and the notice that an
-    epoch is shorter than log_every_n_steps (vae_lab logs by global step, across epochs)."""
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
-    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            if type(handler) is logging.StreamHandler:
-                logger.removeHandler(handler)
-        logger.propagate = True
+def remove_if_half_made(run_dir: Path) -> None:
+    """Remove run_dir if it holds nothing but what Hydra wrote for this process.
 
-
-quiet_lightning()
-
-
-def build(node: DictConfig, name: str, **kwargs):
-    """``instantiate(node)``; a value that does not fit its target's signature, or that the target
-    rejects, becomes one VaeLabError line naming ``name``."""
-    arguments = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
-    if problem := check_arguments(get_object(node._target_), arguments, name):
-        raise VaeLabError(problem)
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        reason = " ".join(str(error.__cause__ or error).split())
-        raise VaeLabError(f"{name}: {reason}") from None
-
-
-def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
-    """Train (or resume) the run described by ``cfg``; returns the final val/loss per sample.
-
-    The run's callbacks are ``cfg.callbacks`` (one entry each; ``null`` switches one off), followed
-    by ``callbacks`` (scripts use them to watch a run: benchmarks, tests).
-
-    Everything that can be checked (config, checkpoint, data, trainer arguments) is checked before
-    the run folder gets a file, so a refused run leaves nothing behind but what Hydra wrote.
+    Hydra rewrites .hydra/ for every run it starts in a folder, so only train.log, which it appends
+    to, could hold something older: the folder is removed only while train.log is still empty.
     """
-    check_config(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build(cfg.data, "data")
-    datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["data"].update(datamodule.source)  # what was read, so that evaluate and generate read it again
-    build_sampler(config["sampler"])  # checked now; it draws the samples at the end
-    module = LitVAE(
-        model=build_model(config["model"]),  # the registry, as when a checkpoint is read
-        loss=build(cfg.loss, "loss"),
-        optimizer=build(cfg.optimizer, "optimizer"),
-        kl_schedule=build(cfg.kl_schedule, "kl_schedule"),
-        lr_schedule=build(cfg.lr_schedule, "lr_schedule"),
-        seed=cfg.seed,
-        config=config,
-    )
-    if module.model.num_classes and not datamodule.labelled:
-        raise VaeLabError(f"model={config['model']['name']} is conditional and needs labels, but "
-                          f"{datamodule.source.get('path', config['data']['name'])} has none")
-    if cfg.ckpt_path is not None:
-        checkpoint = load_checkpoint(cfg.ckpt_path)
-        stored_config(checkpoint, cfg.ckpt_path)  # a checkpoint with a config that names code is refused here too
-        check_fits(checkpoint, module, cfg.ckpt_path)
-    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise VaeLabError(f"trainer.accelerator={cfg.trainer.accelerator}, but torch finds no GPU here; "
-                          "leave out trainer=gpu (the default trainer takes a GPU when there is one)")
-    output_dir = Path(cfg.output_dir)
-    run_callbacks = [build(node, f"callbacks.{name}") for name, node in cfg.callbacks.items() if node is not None]
-    for callback in run_callbacks:
-        if isinstance(callback, Recording):
-            callback.check(datamodule)
-    run_callbacks += callbacks
-    trainer = build(
-        cfg.trainer, "trainer", logger=build(cfg.logger, "logger"), callbacks=run_callbacks,
-        plugins=[AtomicCheckpointIO()], default_root_dir=output_dir,
-        # Lightning adds a progress bar and a checkpoint callback of its own unless told not to:
-        # the run has those of cfg.callbacks, and no others.
-        enable_progress_bar=any(isinstance(c, ProgressBar) for c in run_callbacks),
-        enable_checkpointing=any(isinstance(c, Checkpoint) for c in run_callbacks),
-    )
+    log = run_dir / "train.log"
+    if ({str(path.relative_to(run_dir)) for path in run_dir.rglob("*")} <= HYDRA_FILES
+            and (not log.exists() or log.stat().st_size == 0)):
+        shutil.rmtree(run_dir)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if trainer.is_global_zero:  # with DDP, every process runs this; one writes
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    if cfg.ckpt_path is None:
-        # val/* at step 0: every loss curve starts from the untrained model
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-    return trainer.callback_metrics["val/loss"].item()
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        check_config(cfg)  # before importing torch and Lightning, so that bad values fail fast
+        from vae_lab.training import train
+
+        return train(cfg)
+    except VaeLabError as error:
+        remove_if_half_made(Path(HydraConfig.get().runtime.output_dir))
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # SystemExit would end the whole sweep; an exception fails only this job, and Hydra
+            # reports it (exit status 1) after the other jobs have run. Raised anew, so that the
+            # report's traceback is this one frame, not Lightning's.
+            print(f"error: {error}", file=sys.stderr)
+            raise VaeLabError(str(error)) from None
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
