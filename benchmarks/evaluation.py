@@ -23,16 +23,16 @@ import torch
 from vae_lab.checkpoint import load_model
 from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.evaluate import load_test_images
-from vae_lab.losses import reconstruction_error, standard_normal_log_prob
 from vae_lab.metrics import iwae_bound
+from vae_lab.models.base import log_q
 
 DEFAULTS = {"run": None, "k": 5000, "n_images": 1000, "repeats": 2, "full": False}
 
 
 @torch.no_grad()
-def previous_iwae_bound(model, images, labels, likelihood, k=1000, batch_size=100, seed=0):
+def previous_iwae_bound(model, images, labels, k=1000, batch_size=100, seed=0):
     """The evaluation as it was before (commit 6c570f3): 10,000 latents decoded per chunk, the
-    images copied once per latent, the loss function's reconstruction error, no inference mode."""
+    images copied once per latent, the likelihood's plain log_prob, no inference mode."""
     generator = torch.Generator().manual_seed(seed)
     bounds = []
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
@@ -42,11 +42,8 @@ def previous_iwae_bound(model, images, labels, likelihood, k=1000, batch_size=10
             n = min(chunk, k - start)
             eps = torch.randn(n, *mu.shape, generator=generator, dtype=mu.dtype)
             z = model.reparameterize(mu, logvar, eps)
-            log_q = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)
-            log_px = -reconstruction_error(model.decode(z.flatten(0, 1), y.repeat(n)), x.repeat(n, 1, 1, 1), likelihood)
-            if likelihood == "mse":
-                log_px = log_px - 0.5 * 784 * math.log(math.pi)
-            weights.append(log_px.view(n, len(x)) + standard_normal_log_prob(z) - log_q)
+            log_px = model.likelihood.log_prob(model.decode(z.flatten(0, 1), y.repeat(n)), x.repeat(n, 1, 1, 1))
+            weights.append(log_px.view(n, len(x)) + model.prior.log_prob(z) - log_q(eps, logvar))
         bounds.append(torch.logsumexp(torch.cat(weights), 0) - math.log(k))
     return torch.cat(bounds)
 
@@ -59,7 +56,7 @@ def one_way(way: str, run: str, k: int, n_images: int, seed: int) -> None:
     images, labels = (t[:n_images] for t in load_test_images(config)[1].tensors)
     function = previous_iwae_bound if way == "previous" else iwae_bound
     start = time.perf_counter()
-    bound = function(model, images, labels, config["loss"]["likelihood"], k=k, seed=seed)
+    bound = function(model, images, labels, k=k, seed=seed)
     print(json.dumps({"seconds": time.perf_counter() - start, "nll": (-bound).tolist()}))
 
 

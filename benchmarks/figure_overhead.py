@@ -21,7 +21,7 @@ from vae_lab.data import ImageDataModule, data_root
 from vae_lab.figures import FigureLogger
 from vae_lab.losses import VAELoss
 from vae_lab.schedules import Constant
-from vae_lab.models import CVAE, ConvVAE, DenseVAE
+from vae_lab.models import build_model
 
 STEPS, STEPS_PER_EPOCH = 50, 469
 
@@ -40,7 +40,8 @@ def main():
     datamodule.setup()
     images, labels = datamodule.train_set.tensors
     writer = SummaryWriter(tempfile.mkdtemp())
-    for model in (DenseVAE(20), ConvVAE(20), ConvVAE(2), CVAE(20)):
+    for name, z_dim in (("dense", 20), ("conv", 20), ("conv", 2), ("cvae", 20)):
+        model = build_model({"model": {"name": name, "z_dim": z_dim}})
         figures = FigureLogger()
         figures.setup(SimpleNamespace(datamodule=datamodule), SimpleNamespace(seed=0, model=model), "fit")
 

@@ -48,13 +48,13 @@ from vae_lab.cli import exit_on_error
 from vae_lab.data import ImageDataModule, data_root
 from vae_lab.losses import VAELoss
 from vae_lab.schedules import Constant
-from vae_lab.models import ConvVAE, DenseVAE
+from vae_lab.models import build_model
 from vae_lab.training import train
 from vae_lab.config import CONF
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = data_root()
-MODELS = {"dense": DenseVAE, "conv": ConvVAE}
+MODELS = ("dense", "conv")  # the models measured
 ELBO = Constant(1.0)  # the default KL schedule: β = 1
 WARMUP = 10  # steps before any timing
 # ratios: (steps per turn, turns) per model, a few tenths of a second per way and turn
@@ -158,7 +158,7 @@ def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callabl
     optimizer vae_lab configures and the bce VAE loss; returns the batch size. ``read_loss`` reads
     loss.item() every step, as pytorch/examples does to add up its printed loss."""
     torch.manual_seed(0)
-    model, loss_function = MODELS[name](z_dim=20).to(DEVICE), VAELoss("bce")
+    model, loss_function = build_model({"model": {"name": name, "z_dim": 20}}).to(DEVICE), VAELoss("bce")
     optimizer = configured_optimizer(model.parameters())
 
     def step() -> int:
@@ -198,7 +198,7 @@ class BareModule(L.LightningModule):
     def __init__(self, name: str):
         super().__init__()
         torch.manual_seed(0)
-        self.model, self.loss = MODELS[name](z_dim=20), VAELoss("bce")
+        self.model, self.loss = build_model({"model": {"name": name, "z_dim": 20}}), VAELoss("bce")
 
     def training_step(self, batch, batch_idx):
         x, _ = batch
@@ -379,7 +379,7 @@ def part_compile(repeats: int) -> None:
         seconds = {}
         for way in ("eager", "compiled"):
             torch.manual_seed(0)
-            model, loss_function = MODELS[name](z_dim=20).to(DEVICE), VAELoss("bce")
+            model, loss_function = build_model({"model": {"name": name, "z_dim": 20}}).to(DEVICE), VAELoss("bce")
 
             def step_loss(x):
                 mu, logvar = model.encode(x)

@@ -1,3 +1,4 @@
+import inspect
 import os
 import re
 import subprocess
@@ -73,6 +74,14 @@ def classifier(classifier_path):
     return load_classifier(classifier_path)[0]
 
 
+def make_model(name: str = "dense", **settings):
+    """A model with its prior and likelihood, as a run on MNIST builds it (``vae_lab.models.build_model``)."""
+    from vae_lab.models import build_model
+
+    likelihood = settings.pop("likelihood", "bce")
+    return build_model({"model": {"name": name, **settings}, "loss": {"likelihood": likelihood}})
+
+
 def make_config(output_dir: Path, *overrides: str):
     """The config `python train.py <overrides>` would get, writing into output_dir."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -113,3 +122,18 @@ def table_rows(text: str) -> list[list[str]]:
         if line.startswith("|") and not re.fullmatch(r"[|\s:-]+", line):
             rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
     return rows
+
+
+# The two tiers (README): `pytest -m "not slow"` leaves out every test that trains a real run, through
+# a fixture that trains (the closure of a test's fixtures) or by starting a training itself.
+TRAINING_FIXTURES = {"short_runs", "classifier_path", "dense_checkpoint", "fashion_classifier", "beta_sweep",
+                     "parallel_sweep", "plugin_folder"}
+STARTS_A_RUN = re.compile(r"\b(run_train|run_sweep|train|train_run|run_module|rising_run|train_classifier|subprocess\.run)\(")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or STARTS_A_RUN.search(source):
+            item.add_marker(pytest.mark.slow)

@@ -1,6 +1,5 @@
 """Bad command lines end with one clear line and a non-zero exit, before any training."""
 import re
-import time
 
 import pytest
 import yaml
@@ -24,6 +23,8 @@ BAD_OVERRIDES = {
     "ckpt_path=/no/such.ckpt": "error: ckpt_path=/no/such.ckpt: no such checkpoint file",
     "ckpt_path=conf": "error: ckpt_path=conf: no such checkpoint file",
     "ckpt_path=train.py": "error: train.py: not a readable checkpoint (truncated or corrupt)",
+    # the checkpoint is checked first: a bad one is refused before the data are looked for
+    "ckpt_path=train.py data.root=/no/such/folder data.download=false": "error: train.py: not a readable checkpoint",
     "data.root=/no/such/folder data.download=false": "error: MNIST not found in /no/such/folder/MNIST/raw",
     "data.root=train.py": f"error: data root {REPO / 'train.py'} is a file, not a folder",
     "data.binarize=sometimes": "error: data.binarize=sometimes must be one of none, dynamic, static",
@@ -55,13 +56,14 @@ BAD_OVERRIDES = {
 @pytest.mark.parametrize("overrides", BAD_OVERRIDES)
 def test_invalid_value_gives_one_line(overrides, tmp_path):
     run_dir = tmp_path / "run"
-    started = time.monotonic()
     result = run_train(*overrides.split(), run_dir=run_dir)
-    assert time.monotonic() - started < 20  # refused before any training (config errors: < 1 s)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(BAD_OVERRIDES[overrides]), result.stderr[-2000:]
+    # refused before anything trained or was written: no epoch, no checkpoint, no events file (how
+    # long a refusal takes is benchmarks/startup.py's to measure, not a test's on a shared machine)
+    assert "Epoch" not in result.stdout + result.stderr and "vae_lab: model=" not in result.stdout
     assert not run_dir.exists()  # Hydra made it, and it is removed again, not left half-made
 
 

@@ -186,11 +186,12 @@ def test_an_arrays_file_splits_into_training_and_test_images(tmp_path):
 
 
 BAD_ARRAYS = {
-    "wrong shape": (lambda p: np.save(p, np.zeros((5, 32, 32), np.uint8)), "images of shape (5, 32, 32); expected N x 28 x 28"),
+    "wrong shape": (lambda p: np.save(p, np.zeros((5, 32, 32, 2), np.uint8)), "images of shape (5, 32, 32, 2); expected N x H x W"),
+    "too small": (lambda p: np.save(p, np.zeros((5, 6, 32), np.uint8)), "images of 6x32 pixels; at least 8x8 are needed"),
     "wrong dtype": (lambda p: np.save(p, np.zeros((5, 28, 28), np.int64)), "images of dtype int64; expected uint8 (0-255) or float in [0, 1]"),
     "floats beyond 1": (lambda p: np.save(p, np.full((5, 28, 28), 2.0)), "images of dtype float64; expected uint8"),
-    "label out of range": (lambda p: np.savez(p, images=np.zeros((5, 28, 28), np.uint8), labels=np.array([0, 1, 12, 3, 4])),
-                           "label 12 at index 2 is outside the classes 0..9"),
+    "negative label": (lambda p: np.savez(p, images=np.zeros((5, 28, 28), np.uint8), labels=np.array([0, 1, -2, 3, 4])),
+                       "label -2 at index 2 is negative"),
     "labels of another length": (lambda p: np.savez(p, images=np.zeros((5, 28, 28), np.uint8), labels=np.arange(4)),
                                  "labels of shape (4,) and dtype int64; expected 5 integers"),
     "a pickled array": (lambda p: np.save(p, np.array([{"x": 1}], dtype=object), allow_pickle=True),

@@ -69,7 +69,7 @@ def test_a_file_without_labels_trains_unconditional_models_and_refuses_condition
 @pytest.mark.parametrize("overrides, message", [
     (["data=images"], "error: data.path has no value: give it on the command line, data.path=..."),
     (["data=images", "data.path=/no/such.npz"], "error: /no/such.npz: no such file"),
-    (["data.name=cifar10"], "error: data: data.name=cifar10 must be one of mnist, fashion_mnist, images"),
+    (["data.name=cifar10"], "error: data.name=cifar10 is not a registered data (registered: mnist, fashion_mnist, images)"),
     (["data=fashion_mnist", "data.root=/no/such/folder", "data.download=false"],
      "error: FashionMNIST not found in /no/such/folder/FashionMNIST/raw"),
 ])

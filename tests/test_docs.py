@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, table_rows
 from vae_lab.data import load_mnist
-from vae_lab.losses import reconstruction_error
+from vae_lab.likelihoods import build_likelihood
 from vae_lab.config import CONF
 
 DOCS = REPO / "docs"
@@ -133,7 +133,7 @@ def test_collapsed_losses_match_theory(data_root):
         totals = {"mse": 0.0, "bce": 0.0}
         for chunk in x.split(10_000):
             for likelihood in totals:
-                totals[likelihood] += reconstruction_error(logits.expand_as(chunk), chunk, likelihood).sum().item()
+                totals[likelihood] += build_likelihood(likelihood).reconstruction(logits.expand_as(chunk), chunk).sum().item()
         return [f"{totals[likelihood] / len(x):.2f}" for likelihood in ("mse", "bce")]
 
     rows = {cells[0]: cells[1:] for cells in table_rows(text)}

@@ -17,12 +17,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import TensorDataset
 
-from conftest import REPO
+from conftest import REPO, make_model
 from vae_lab import figures
 from vae_lab.checkpoint import load_model
 from vae_lab.generate import main as generate_main
 from vae_lab.inference import decode_images
-from vae_lab.models import DenseVAE
 
 TILE = 28 + 2  # figures.grid pads every tile with 2 px
 
@@ -89,9 +88,9 @@ def test_hparams_and_projector_embedding(short_runs):
 
 
 def test_manifold_tiles_decode_the_normal_quantile_grid():
-    model = DenseVAE(z_dim=2).eval()
-    latents = figures.manifold_latents()
-    q = figures.normal_quantiles()
+    model = make_model(z_dim=2).eval()
+    latents = figures.manifold_latents(model)
+    q = figures.prior_quantiles(model)[:, 0]
     assert latents.shape == (256, 2)
     torch.testing.assert_close(latents[0], torch.stack([q[0], q[-1]]))   # top left: z1 low, z2 high
     torch.testing.assert_close(latents[-1], torch.stack([q[-1], q[0]]))  # bottom right
@@ -105,19 +104,21 @@ def test_samples_use_the_same_z_for_the_same_seed():
     images, labels = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_set=TensorDataset(images, labels)))
 
+    logger_model = make_model(z_dim=4)
+
     def fixed_z(seed):
         logger = figures.FigureLogger()
-        logger.setup(trainer, SimpleNamespace(seed=seed, model=DenseVAE(z_dim=4)), "fit")
-        return logger.z
+        logger.setup(trainer, SimpleNamespace(seed=seed, model=logger_model), "fit")
+        return logger.prior_draws(logger_model)
 
     assert torch.equal(fixed_z(3), fixed_z(3)) and not torch.equal(fixed_z(3), fixed_z(4))
 
 
 def test_traversal_puts_the_highest_kl_dimension_first():
-    model = DenseVAE(z_dim=4).eval()
-    picture = figures.traversal(model, kl_per_dim=torch.tensor([0.1, 3.0, 0.0, 1.0]), max_dims=2, n=3)
+    model = make_model(z_dim=4).eval()
+    picture = figures.traversal(model, information=torch.tensor([0.1, 3.0, 0.0, 1.0]), max_dims=2, n=3)
     z = torch.zeros(3, 4)
-    z[:, 1] = figures.normal_quantiles(3)
+    z[:, 1] = figures.prior_quantiles(model, 3)[:, 1]
     first_row = figures.grid(decode_images(model, z), nrow=3)[:, :TILE + 2]
     torch.testing.assert_close(picture[:, :TILE + 2], first_row)
 
@@ -194,7 +195,7 @@ def test_generate_errors_are_one_line(short_runs, tmp_path):
     cases = {
         f"run={tmp_path / 'missing'}": "no checkpoint at",
         f"run={corrupt}": "not a readable checkpoint (truncated or corrupt)",
-        f"run={cvae} label=10": "label=10 must be a digit 0-9",
+        f"run={cvae} label=10": "label=10 must be a class 0-9",
         f"run={dense} label=3": "label=3: this model is not conditional",
         f"run={dense} colour=red": "Key 'colour' is not in struct",
         f"run={dense} between=[0,10000]": "must be two test-set indices",

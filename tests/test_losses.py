@@ -3,15 +3,17 @@ import torch
 from torch.distributions import Normal
 
 from vae_lab.errors import VaeLabError
-from vae_lab.losses import VAELoss, kl_divergence, reconstruction_error
-from vae_lab.models import DenseVAE
+from conftest import make_model
+from vae_lab.likelihoods import Likelihood, build_likelihood
+from vae_lab.losses import VAELoss
+from vae_lab.priors import StandardNormal
 from vae_lab.schedules import Constant
 
 
 def test_closed_form_kl_matches_monte_carlo():
     torch.manual_seed(0)
     mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
-    closed_form = kl_divergence(mu, logvar).sum(1)
+    closed_form = StandardNormal(3).kl_per_dim(mu, logvar).sum(1)
 
     q, prior = Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)
     z = q.sample((200_000,))  # (S, 4, 3)
@@ -21,14 +23,26 @@ def test_closed_form_kl_matches_monte_carlo():
 
 
 def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
-    assert kl_divergence(torch.zeros(2, 5), torch.zeros(2, 5)).abs().max() == 0
-    assert (kl_divergence(torch.randn(2, 5), torch.randn(2, 5)) >= 0).all()
+    prior = StandardNormal(5)
+    assert prior.kl_per_dim(torch.zeros(2, 5), torch.zeros(2, 5)).abs().max() == 0
+    assert (prior.kl_per_dim(torch.randn(2, 5), torch.randn(2, 5)) >= 0).all()
+
+
+def test_the_monte_carlo_kl_of_a_prior_without_closed_form_estimates_the_closed_form():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    prior = StandardNormal(3)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(100_000, 4, 3)
+    prior.closed_form_kl = False  # the base class's estimate, log q(z|x) − log p(z) over the draws
+    estimate = prior.kl(mu, logvar, z)
+    prior.closed_form_kl = True
+    torch.testing.assert_close(estimate, prior.kl(mu, logvar, z), atol=0.05, rtol=0.02)
 
 
 def encoded(z_dim=4, n=8, seed=0):
     """A real (untrained) dense model, n images and their encoding."""
     torch.manual_seed(seed)
-    model, x = DenseVAE(z_dim=z_dim), torch.rand(n, 1, 28, 28)
+    model, x = make_model(z_dim=z_dim), torch.rand(n, 1, 28, 28)
     return model, x, *model.encode(x)
 
 
@@ -47,8 +61,8 @@ def test_iwae_with_one_sample_is_exactly_the_elbo_for_the_same_noise():
     model, x, mu, logvar = encoded()
     torch.manual_seed(1)
     eps = torch.randn(1, *mu.shape)
-    recon = reconstruction_error(model.decode(mu + torch.exp(0.5 * logvar) * eps[0]), x, "bce").mean()
-    elbo_loss = recon + kl_divergence(mu, logvar).sum(1).mean()
+    recon = build_likelihood("bce").reconstruction(model.decode(mu + torch.exp(0.5 * logvar) * eps[0]), x).mean()
+    elbo_loss = recon + StandardNormal(4).kl_per_dim(mu, logvar).sum(1).mean()
     torch.manual_seed(1)
     iwae = VAELoss("bce", iwae_k=1)(model, x, None, mu, logvar, Constant(1.0))
     assert torch.equal(iwae["loss"], elbo_loss) and torch.equal(iwae["recon"], recon)
@@ -73,12 +87,23 @@ def test_bce_is_the_bernoulli_negative_log_likelihood_summed_over_pixels():
     logits, x = torch.randn(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
     p = torch.sigmoid(logits)
     expected = -(x * p.log() + (1 - x) * (1 - p).log()).sum((1, 2, 3))
-    torch.testing.assert_close(reconstruction_error(logits, x, "bce"), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(build_likelihood("bce").reconstruction(logits, x), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_mse_is_the_squared_error_of_the_probabilities_summed_over_pixels():
     logits, x = torch.zeros(2, 1, 28, 28), torch.ones(2, 1, 28, 28)  # sigmoid(0) = 0.5
-    torch.testing.assert_close(reconstruction_error(logits, x, "mse"), torch.full((2,), 784 * 0.25))
+    torch.testing.assert_close(build_likelihood("mse").reconstruction(logits, x), torch.full((2,), 784 * 0.25))
+
+
+@pytest.mark.parametrize("likelihood", ["bce", "mse"])
+def test_the_fast_iwae_log_probability_equals_the_plain_one(likelihood):
+    torch.manual_seed(0)
+    logits, x = torch.randn(3, 5, 784), torch.rand(3, 784)
+    owner = build_likelihood(likelihood)
+    plain = owner.log_prob(logits.flatten(0, 1), x.repeat_interleave(5, 0)).view(3, 5)
+    torch.testing.assert_close(owner.flat_log_prob(logits, x), plain, rtol=1e-5, atol=1e-3)
+    # and the base class's way, which a likelihood of one's own inherits
+    torch.testing.assert_close(Likelihood.flat_log_prob(owner, logits, x), plain, rtol=1e-5, atol=1e-3)
 
 
 def test_losses_are_per_sample_batch_means():
@@ -91,5 +116,5 @@ def test_losses_are_per_sample_batch_means():
 
 
 def test_unknown_likelihood_is_refused():
-    with pytest.raises(VaeLabError, match="loss.likelihood=gaussian must be one of bce, mse"):
+    with pytest.raises(VaeLabError, match=r"likelihood.name=gaussian is not a registered likelihood \(registered: bce, mse\)"):
         VAELoss("gaussian")

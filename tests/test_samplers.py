@@ -11,7 +11,7 @@ from vae_lab.errors import VaeLabError
 from vae_lab.generate import main as generate_main
 from vae_lab.inference import posterior
 from vae_lab.metrics import sample_quality
-from vae_lab.samplers import GaussianMixture, Prior, SecondStage, build_sampler, fitted_sampler, sampler_file
+from vae_lab.samplers import FromPrior, GaussianMixture, SecondStage, build_sampler, fitted_sampler, sampler_file
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +24,19 @@ def training_means(short_runs, data_root):
 
 @pytest.mark.parametrize("sampler, tolerance", [(GaussianMixture(10), 0.05), (SecondStage(hidden=256, epochs=15), 0.25)])
 def test_a_fitted_samplers_draws_have_the_moments_of_the_training_means(sampler, tolerance, training_means):
-    _, mu = training_means
+    model, mu = training_means
     sampler.fit(mu, None, seed=0)
-    z = sampler.sample(20_000, mu.shape[1], seed=1)
+    z = sampler.sample(20_000, model, seed=1)
     scale = mu.std(0).mean()
     assert (z.mean(0) - mu.mean(0)).abs().max() < tolerance * scale
     relative = torch.linalg.matrix_norm(torch.cov(z.T) - torch.cov(mu.T)) / torch.linalg.matrix_norm(torch.cov(mu.T))
     assert relative < 2 * tolerance, relative
-    prior = Prior().sample(20_000, mu.shape[1], seed=1)  # the prior's draws miss them by far more
+    prior = FromPrior().sample(20_000, model, seed=1)  # the prior's draws miss them by far more
     assert torch.linalg.matrix_norm(torch.cov(prior.T) - torch.cov(mu.T)) > 3 * torch.linalg.matrix_norm(torch.cov(z.T) - torch.cov(mu.T))
 
 
 def test_refitting_is_deterministic_and_a_saved_sampler_draws_the_same(training_means, tmp_path):
-    _, mu = training_means
+    model, mu = training_means
     first, second = GaussianMixture(5), GaussianMixture(5)
     first.fit(mu, None, seed=3)
     second.fit(mu, None, seed=3)
@@ -44,7 +44,7 @@ def test_refitting_is_deterministic_and_a_saved_sampler_draws_the_same(training_
     first.save(tmp_path / "mixture.npz")
     loaded = GaussianMixture(5)
     loaded.load(tmp_path / "mixture.npz")
-    assert torch.equal(loaded.sample(100, mu.shape[1], seed=4), first.sample(100, mu.shape[1], seed=4))
+    assert torch.equal(loaded.sample(100, model, seed=4), first.sample(100, model, seed=4))
 
 
 def test_fitted_sampler_fits_once_and_keeps_it_beside_the_checkpoint(training_means, tmp_path, data_root):
@@ -57,7 +57,7 @@ def test_fitted_sampler_fits_once_and_keeps_it_beside_the_checkpoint(training_me
     with np.load(path, allow_pickle=False) as saved:  # plain arrays only
         assert sorted(saved.files) == ["-1/cholesky", "-1/means", "-1/weights"]
     again = fitted_sampler(GaussianMixture(3), model, images[:0], labels[:0], checkpoint, seed=0)  # read, not refitted
-    assert torch.equal(again.sample(10, model.z_dim, seed=1), fitted.sample(10, model.z_dim, seed=1))
+    assert torch.equal(again.sample(10, model, seed=1), fitted.sample(10, model, seed=1))
 
 
 def test_a_cvae_sampler_fitted_per_class_draws_what_was_asked_more_often_than_the_prior(short_runs, classifier, data_root):
@@ -67,17 +67,17 @@ def test_a_cvae_sampler_fitted_per_class_draws_what_was_asked_more_often_than_th
     gmm.fit(posterior(model, images[:20_000], labels[:20_000])[0], labels[:20_000], seed=0)
     assert gmm.classes() == list(range(10))
     test = load_mnist(data_root, train=False, download=False).tensors[0]
-    prior = sample_quality(model, classifier, test, n_samples=2000, sampler=Prior())
+    prior = sample_quality(model, classifier, test, n_samples=2000, sampler=FromPrior())
     per_class = sample_quality(model, classifier, test, n_samples=2000, sampler=gmm)
     assert per_class["conditional_accuracy"] > prior["conditional_accuracy"], (per_class, prior)
 
 
 @pytest.mark.parametrize("config, message", [
-    ("nosuch", "sampler.name=nosuch is not a vae_lab sampler; use one of prior, gmm, vae2"),
-    ({"name": "prior", "temperature": 0.0}, "sampler.temperature=0.0 must be > 0"),
-    ({"name": "prior", "temperature": -1}, "sampler.temperature=-1 must be > 0"),
+    ("nosuch", "sampler.name=nosuch is not a registered sampler (registered: prior, gmm, vae2); a component of your own is loaded with plugins=[your.module]"),
+    ({"name": "prior", "temperature": 0.0}, "sampler.temperature=0.0 must be a number > 0"),
+    ({"name": "prior", "temperature": -1}, "sampler.temperature=-1 must be a number > 0"),
     ({"name": "gmm", "components": 0}, "sampler.components=0 must be an integer >= 1"),
-    ({"name": "gmm", "components": "many"}, "sampler.components=many must be an integer"),
+    ({"name": "gmm", "components": "many"}, "sampler.components=many must be an integer >= 1"),
     ({"name": "gmm", "temperature": 1.0}, "sampler.temperature: sampler gmm has no such setting (its settings: components)"),
 ])
 def test_bad_sampler_settings_are_one_line(config, message):
@@ -92,7 +92,7 @@ def test_bad_sampler_on_the_command_lines_is_one_line(short_runs, tmp_path):
             generate_main([f"run={short_runs('dense-bce')}", f"out={tmp_path}", *argv])
         assert str(exit.value.code).startswith("error: sampler") and "\n" not in str(exit.value.code)
     result = run_train("sampler.temperature=0", *TINY_RUN, run_dir=tmp_path / "run")  # before anything trains
-    assert result.stderr.strip().splitlines()[-1] == "error: sampler.temperature=0 must be > 0"
+    assert result.stderr.strip().splitlines()[-1] == "error: sampler.temperature=0 must be a number > 0"
     assert not (tmp_path / "run").exists()
 
 

@@ -18,9 +18,10 @@ from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 
 from vae_lab import figures
-from vae_lab.checkpoint import find_checkpoint, load_model
+from vae_lab.checkpoint import find_checkpoint, load_model, result_path, run_folder
 from vae_lab.config import CONF
 from vae_lab.errors import VaeLabError
+from vae_lab.registry import load_plugins
 from vae_lab.summary import SUMMARY_FILE
 
 
@@ -55,14 +56,18 @@ def train_run(*overrides: str, **settings) -> "Run":
     return Run(cfg.output_dir)
 
 
-def load_run(path: str | Path, checkpoint: str = "last") -> "Run":
-    """A finished (or failed) run from its folder, or a checkpoint's; ``checkpoint`` is ``last`` or
-    ``best`` (the lowest val/loss) for the model of a folder."""
+def load_run(path: str | Path, checkpoint: str = "last", plugins: list[str] | tuple[str, ...] = ()) -> "Run":
+    """A finished (or failed) run from its folder, or any .ckpt file (in a run's checkpoints/ or
+    anywhere else); ``checkpoint`` is ``last`` or ``best`` (the lowest val/loss) for the model of a
+    folder. ``plugins``: the modules that registered the run's own components, as when it trained
+    (``plugins=["my_lab.models"]``)."""
+    load_plugins(plugins)
     path = Path(path).expanduser()
-    folder = path.parent.parent if path.is_file() else path
-    if not (folder / SUMMARY_FILE).is_file() and not (folder / "checkpoints").is_dir():
-        raise VaeLabError(f"{path}: not a run folder (no {SUMMARY_FILE}, no checkpoints/)")
-    return Run(folder, path if path.is_file() else None, checkpoint)
+    if path.is_file():
+        return Run(run_folder(path) or path.parent, path, checkpoint)
+    if not (path / SUMMARY_FILE).is_file() and not (path / "checkpoints").is_dir():
+        raise VaeLabError(f"{path}: not a run folder (no {SUMMARY_FILE}, no checkpoints/) nor a checkpoint file")
+    return Run(path, None, checkpoint)
 
 
 def picture(grid: torch.Tensor) -> Image.Image:
@@ -106,7 +111,9 @@ class Run:
 
     @property
     def metrics(self) -> dict:
-        return self._json("metrics.json")
+        """What ``evaluate`` wrote for this run's checkpoint."""
+        path = result_path(self.checkpoint, "metrics.json")
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def _test_images(self):
         from vae_lab.evaluate import load_test_images
@@ -114,7 +121,7 @@ class Run:
         return load_test_images(self.config)[0].tensors
 
     def samples(self, n: int = 64, sampler: str | dict = "prior", label: int | None = None, seed: int = 0) -> Image.Image:
-        """n decoded samples (a conditional model: of class ``label``, or classes 0-9 in turn), their
+        """n decoded samples (a conditional model: of class ``label``, or each class in turn), their
         latents drawn by ``sampler`` (``"gmm"``, ``{"name": "gmm", "components": 20}``, …)."""
         from vae_lab.evaluate import training_images
         from vae_lab.generate import check_label
@@ -127,7 +134,7 @@ class Run:
         labels = None
         if model.num_classes:
             labels = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_classes
-        images = decode_images(model, chosen.sample(n, model.z_dim, labels, seed), labels)
+        images = decode_images(model, chosen.sample(n, model, labels, seed), labels)
         return picture(figures.grid(images, nrow=int(n ** 0.5)))
 
     def reconstructions(self, n: int = 16) -> Image.Image:
@@ -136,21 +143,22 @@ class Run:
         return picture(figures.reconstructions(self.model, images[:n], labels[:n]))
 
     def manifold(self, label: int | None = None) -> Image.Image:
-        """z_dim = 2: the 16x16 grid of decoded normal quantiles (a conditional model: of ``label``)."""
+        """z_dim = 2: the 16x16 grid of decoded prior quantiles (a conditional model: of ``label``)."""
         if self.model.z_dim != 2:
             raise VaeLabError(f"manifold: this run has z_dim={self.model.z_dim}; the manifold needs z_dim=2")
         if self.model.num_classes and label is None:
-            raise VaeLabError("manifold: this model is conditional; give label=0..9")
+            raise VaeLabError(f"manifold: this model is conditional; give label=0..{self.model.num_classes - 1}")
         return picture(figures.manifold(self.model, label=label))
 
     def traversal(self) -> Image.Image:
-        """One row per latent dimension, most informative first, swept over the normal quantiles."""
-        from vae_lab.inference import kl_per_dimension, posterior
+        """One row per latent dimension, most informative first, swept over the prior's quantiles."""
+        from vae_lab.inference import dimension_information, posterior
 
         images, labels = self._test_images()
-        return picture(figures.traversal(self.model, kl_per_dimension(*posterior(self.model, images[:2000], labels[:2000]))))
+        mu, logvar = posterior(self.model, images[:2000], labels[:2000])
+        return picture(figures.traversal(self.model, dimension_information(self.model, mu, logvar)))
 
-    def interpolation(self, first: int = 0, second: int = 1, steps: int = 10) -> Image.Image:
+    def interpolation(self, first: int = 0, second: int = 1, steps: int = figures.ROW_LENGTH) -> Image.Image:
         """Decoded points between the posterior means of two test images (their indices)."""
         images, labels = self._test_images()
         if not all(isinstance(i, int) and 0 <= i < len(images) for i in (first, second)):

@@ -5,8 +5,9 @@ A Lightning checkpoint is a dict of tensors, numbers, strings and containers of 
 with ``torch.load(weights_only=True)``, whose unpickler refuses every other object instead of
 constructing it: a file crafted to run code on load is rejected, never executed. What it holds is
 then read as plain values only: the run's config (Lightning's ``hyper_parameters``) may choose a
-model among ``vae_lab.models.MODELS`` and give it checked arguments, and nothing in it is ever
-called, imported or instantiated by name.
+model, prior and likelihood among those registered (``vae_lab.registry``) and give them checked
+arguments, and nothing in it is ever called, imported or instantiated by name (its ``plugins``
+are only named back to the user, never imported).
 """
 import os
 import pickle
@@ -18,27 +19,17 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vae_lab.config import BINARIZE, LIKELIHOODS
-from vae_lab.data import ARRAYS, DATASETS
+from vae_lab.config import BINARIZE
 from vae_lab.errors import VaeLabError
+from vae_lab.io import write_atomically
 from vae_lab.models import VAE, build_model
+from vae_lab.registry import DATASETS
 
 # What Lightning needs to resume a run (a weights-only export lacks the optimizer and loop state).
 RESUME_KEYS = ("state_dict", "optimizer_states", "loops", "epoch", "global_step")
 CONFIG_KEY = "hyper_parameters"  # where Lightning stores LitVAE's hyperparameters: the run's config
 CHECKPOINTS = ("last", "best")  # which checkpoint of a run folder the tools read
 BEST_NAME = re.compile(r"best-epoch\d+\.ckpt")
-
-
-def _write_atomically(path: Path, write) -> None:
-    """write(file) into ``<path>.tmp``, fsync, rename over ``path``: never a half-written ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes reach the disk before the name points at them
-    os.replace(tmp, path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -49,7 +40,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        _write_atomically(Path(path), lambda f: torch.save(checkpoint, f))
+        write_atomically(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         # whatever the caller asks for, never unpickle arbitrary objects
@@ -89,26 +80,36 @@ def _plain(value) -> bool:
 
 
 def stored_config(checkpoint: dict, path: str | os.PathLike) -> dict:
-    """The run's config stored in a checkpoint, checked: plain values only, and the settings the
-    tools read (model, loss.likelihood, data.name, data.root or data.path, data.binarize, data.seed,
-    seed) of the right kinds. VaeLabError naming the file and what was refused otherwise."""
+    """The run's config stored in a checkpoint, checked: plain values only; a registered model,
+    prior and likelihood with valid settings (``build_model``, on the meta device, so no size read
+    from the file allocates memory), whose weights have exactly the shapes the file holds; and the
+    settings the tools read (data.name, data.binarize, data.seed, seed) of the right kinds.
+    VaeLabError naming the file and what was refused otherwise."""
     config = checkpoint.get(CONFIG_KEY)
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise VaeLabError(f"{path}: holds no vae_lab run config to rebuild the model from")
-    try:
-        build_model(config["model"])  # checks the model's name and arguments
-    except VaeLabError as error:
-        raise VaeLabError(f"{path}: refused: {error}") from None
     if not _plain(config):
         raise VaeLabError(f"{path}: refused, its run config holds values other than numbers, strings and lists")
-    data, loss = config.get("data"), config.get("loss")
-    data = data if isinstance(data, dict) else {}
-    data.setdefault("name", "mnist")  # runs from before data.name existed trained on MNIST
-    where = "data.path" if data.get("name") == ARRAYS else "data.root"  # an arrays file, or torchvision's folder
+    plugins = config.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise VaeLabError(f"{path}: refused, its run config has no valid plugins list")
+    try:
+        with torch.device("meta"):  # shapes only: a size read from the file allocates nothing
+            skeleton = build_model(config)
+        data = config.get("data") if isinstance(config.get("data"), dict) else {}
+        data.setdefault("name", "mnist")  # runs from before data.name existed trained on MNIST
+        DATASETS.get(data["name"], plugins)
+    except VaeLabError as error:
+        raise VaeLabError(f"{path}: refused: {error}") from None
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in model_state(checkpoint.get("state_dict") or {}).items()
+             if isinstance(t, torch.Tensor)}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) or [n for n in expected if found[n] != expected[n]]
+        raise VaeLabError(f"{path}: refused, its run config does not describe its weights (model "
+                          f"{config['model'].get('name')}, first mismatch at {wrong[0]}); the config was edited "
+                          "or the file is damaged")
     checks = {
-        "loss.likelihood": isinstance(loss, dict) and loss.get("likelihood") in LIKELIHOODS,
-        "data.name": data.get("name") in DATASETS,
-        where: isinstance(data.get(where.split(".")[1]), str),
         "data.binarize": data.get("binarize", "none") in BINARIZE,
         "data.seed": isinstance(data.get("seed"), int),
         "seed": isinstance(config.get("seed"), int),
@@ -152,6 +153,21 @@ def find_checkpoint(run: str | os.PathLike, which: str = "last") -> Path:
     return path
 
 
+def run_folder(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/<file>``), or None for a file
+    kept anywhere else."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+
+
+def result_path(checkpoint: Path, name: str) -> Path:
+    """Where a tool writes its result ``name`` (metrics.json, generated/) for a checkpoint: into its
+    run folder, or for a file outside one, beside it as ``<stem>-<name>``, never anywhere above it."""
+    checkpoint = Path(checkpoint)
+    folder = run_folder(checkpoint)
+    return folder / name if folder is not None else checkpoint.with_name(f"{checkpoint.stem}-{name}")
+
+
 def load_model(run: str | os.PathLike, which: str = "last") -> tuple[VAE, dict, Path]:
     """Rebuild a trained model from a run folder or checkpoint alone.
 
@@ -160,7 +176,7 @@ def load_model(run: str | os.PathLike, which: str = "last") -> tuple[VAE, dict, 
     path = find_checkpoint(run, which)
     checkpoint = load_checkpoint(path)
     config = stored_config(checkpoint, path)
-    model = build_model(config["model"])
+    model = build_model(config)
     try:
         model.load_state_dict(model_state(checkpoint["state_dict"]))
     except RuntimeError as error:
@@ -215,7 +231,7 @@ class RunCheckpoints(ModelCheckpoint):
         copy = Path(self.dirpath) / name
         if trainer.is_global_zero:
             with open(earlier, "rb") as source:
-                _write_atomically(copy, lambda f: shutil.copyfileobj(source, f))
+                write_atomically(copy, lambda f: shutil.copyfileobj(source, f))
         trainer.strategy.barrier()
         self.best_model_score = self.kth_value = score.reshape(())
         self.best_model_path = self.kth_best_model_path = str(copy)

@@ -11,7 +11,6 @@ accuracy on the test split and caches the weights with that accuracy in ``out`` 
 ``VAE_LAB_CACHE`` says otherwise; an arrays file's classifier is named after its content's hash,
 and needs labels). The weights are never committed nor downloaded: every machine trains its own.
 """
-import hashlib
 import os
 from pathlib import Path
 
@@ -21,9 +20,10 @@ from torch import nn
 
 from vae_lab.checkpoint import safe_load
 from vae_lab.cli import exit_on_error, parse_options
-from vae_lab.config import check_choice
-from vae_lab.data import ARRAYS, DATASETS, NUM_CLASSES, EpochBatchSampler, data_root, has_labels, load_split
+from vae_lab.data import ARRAYS, MNIST_CLASSES, MNIST_SHAPE, EpochBatchSampler, data_root, dataset, has_labels
 from vae_lab.errors import VaeLabError
+from vae_lab.io import write_atomically
+from vae_lab.registry import DATASETS
 
 DEFAULTS = {"data": "mnist", "path": None, "epochs": None, "out": None, "data_root": None, "seed": 0}
 EPOCHS = {"fashion_mnist": 10}  # and 3 for any other data set: MNIST's classifier reaches 99% in 3
@@ -31,9 +31,7 @@ EPOCHS = {"fashion_mnist": 10}  # and 3 for any other data set: MNIST's classifi
 
 def data_key(source: dict) -> str:
     """The data set's name in the cache: mnist, fashion_mnist, or images-<hash of the file>."""
-    if source["name"] != ARRAYS:
-        return source["name"]
-    return f"{ARRAYS}-{hashlib.sha256(Path(source['path']).read_bytes()).hexdigest()[:12]}"
+    return dataset(source).cache_key(source["name"])
 
 
 def default_path(source: dict | None = None) -> Path:
@@ -49,18 +47,21 @@ def train_command(source: dict) -> str:
 
 
 class Classifier(nn.Module):
-    """(N, 1, 28, 28) images in [0, 1] -> (N, 10) class logits; ``features`` gives the (N, 128) layer before them."""
+    """(N, C, H, W) images in [0, 1] -> (N, num_classes) class logits; ``features`` gives the (N, 128)
+    layer before them. Two 5x5 convolutions, each halving the image by max-pooling."""
 
     num_features = 128  # read by torchmetrics' FrechetInceptionDistance
 
-    def __init__(self):
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
+        colours, height, width = image_shape
+        self.image_shape, self.num_classes = tuple(image_shape), num_classes
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # 32 x 14 x 14
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # 64 x 7 x 7
-            nn.Flatten(), nn.Linear(64 * 7 * 7, self.num_features), nn.ReLU(),
+            nn.Conv2d(colours, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # 32 x H/2 x W/2
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),       # 64 x H/4 x W/4
+            nn.Flatten(), nn.Linear(64 * (height // 4) * (width // 4), self.num_features), nn.ReLU(),
         )
-        self.head = nn.Linear(self.num_features, NUM_CLASSES)
+        self.head = nn.Linear(self.num_features, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -84,7 +85,7 @@ class Features(nn.Module):
 
 @torch.no_grad()
 def predict(classifier: Classifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Class probabilities (N, 10) of images (N, 1, 28, 28) in [0, 1]."""
+    """Class probabilities (N, num_classes) of images (N, C, H, W) in [0, 1]."""
     return torch.cat([F.softmax(classifier(x), 1) for x in images.split(batch_size)])
 
 
@@ -99,12 +100,13 @@ def train_classifier(source: dict, epochs: int | None = None, seed: int = 0) -> 
     ``epochs`` (default: ``EPOCHS`` of the data set, else 3); returns (classifier in eval mode, its
     test accuracy)."""
     epochs = epochs or EPOCHS.get(source["name"], 3)
-    train_set, test_set = load_split(source, train=True), load_split(source, train=False)
+    data = dataset(source)
+    train_set, test_set = data.load(train=True), data.load(train=False)
     if not (has_labels(train_set) and has_labels(test_set)):
         raise VaeLabError(f"{source.get('path', source['name'])}: has no labels, so no classifier can be trained for it")
     torch.manual_seed(seed)
     images, labels = train_set.tensors
-    classifier = Classifier()
+    classifier = Classifier(tuple(images.shape[1:]), data.num_classes)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.3 ** (3 / epochs))
     sampler = EpochBatchSampler(len(images), 128, shuffle=True, seed=seed)
@@ -122,9 +124,9 @@ def train_classifier(source: dict, epochs: int | None = None, seed: int = 0) -> 
 
 def save_classifier(classifier: Classifier, test_accuracy: float, path: str | os.PathLike) -> None:
     """Weights and measured test accuracy, in the file ``load_classifier`` reads."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": classifier.state_dict(), "test_accuracy": test_accuracy}, path)
+    saved = {"state_dict": classifier.state_dict(), "test_accuracy": test_accuracy,
+             "image_shape": list(classifier.image_shape), "num_classes": classifier.num_classes}
+    write_atomically(Path(path).expanduser(), lambda f: torch.save(saved, f))
 
 
 def load_classifier(path: str | os.PathLike) -> tuple[Classifier, float]:
@@ -133,11 +135,14 @@ def load_classifier(path: str | os.PathLike) -> tuple[Classifier, float]:
     if not path.is_file():
         raise VaeLabError(f"no classifier at {path}: train it once with python -m vae_lab.classifier")
     saved = safe_load(path, what="classifier file")
-    classifier = Classifier()
     accuracy = saved.get("test_accuracy") if isinstance(saved, dict) else None
-    try:
+    try:  # files from before the shape was stored are MNIST's (or Fashion-MNIST's)
+        shape, classes = saved.get("image_shape", MNIST_SHAPE), saved.get("num_classes", MNIST_CLASSES)
+        if not (isinstance(classes, int) and len(shape) == 3 and all(isinstance(n, int) for n in shape)):
+            raise TypeError
+        classifier = Classifier(tuple(shape), classes)
         classifier.load_state_dict(saved["state_dict"])
-    except (TypeError, KeyError, RuntimeError):
+    except (TypeError, KeyError, RuntimeError, ValueError, AttributeError):
         accuracy = None
     if not isinstance(accuracy, float):
         raise VaeLabError(f"{path}: not a vae_lab classifier file; train it again with python -m vae_lab.classifier")
@@ -155,12 +160,12 @@ def classifier_for(source: dict) -> tuple[Classifier, float]:
 def main(argv: list[str] | None = None) -> None:
     def command():
         options = parse_options(argv, DEFAULTS, "python -m vae_lab.classifier", at_least={"epochs": 1, "seed": 0})  # epochs=None: the data set's default
-        check_choice("data", options.data, DATASETS)
         if options.data == ARRAYS:
             if not options.path:
                 raise VaeLabError(f"data={ARRAYS} needs the file: path=my_images.npz")
             source = {"name": ARRAYS, "path": str(Path(options.path).expanduser().resolve())}
         else:
+            DATASETS.get(options.data)
             source = {"name": options.data, "root": data_root(options.data_root), "download": False}
         out = Path(options.out).expanduser() if options.out else default_path(source)
         classifier, test_accuracy = train_classifier(source, options.epochs, options.seed)

@@ -11,7 +11,6 @@ CONF = Path(__file__).resolve().parent / "conf"  # the configs, shipped inside t
 # What a run writes into its folder; a folder holding any of these belongs to another run.
 RUN_FILES = ("config.yaml", "checkpoints")
 BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.ImageDataModule)
-LIKELIHOODS = ("bce", "mse")  # the values of loss.likelihood (vae_lab.losses.VAELoss)
 # Nested keys that follow a top-level one: the top-level key is the one setting, shown in the run
 # folder's name, the HPARAMS table and the report, so the copy may not be set on its own.
 ALIASES = {
@@ -76,7 +75,6 @@ def check_config(cfg: DictConfig) -> None:
         raise VaeLabError("trainer.limit_val_batches=0: every epoch is validated (val/loss picks the best "
                           "checkpoint); give a number of batches or a fraction > 0")
     check_choice("data.binarize", cfg.data.get("binarize", "none"), BINARIZE)
-    check_choice("loss.likelihood", cfg.loss.get("likelihood"), LIKELIHOODS)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     taken = [name for name in RUN_FILES if (Path(cfg.output_dir) / name).exists()]

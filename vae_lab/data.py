@@ -1,13 +1,16 @@
 """The images, held in memory as tensors and batched by index.
 
-Three kinds of data set, chosen by ``data.name`` (vae_lab/conf/data/*.yaml): ``mnist`` and
-``fashion_mnist`` through torchvision's dataset classes and folder layout (downloaded, or read
-from a local copy under ``data.root``), and ``images``, a user's own arrays file (.npz or .npy of
-N x 28 x 28 images, labels optional). Each split is decoded once into a float tensor
-(N, 1, 28, 28) with pixels in [0, 1] and int64 labels (N,) (-1 when the file has none). Batches
-are gathered with one index per batch, instead of one PIL image at a time through ``ToTensor``,
-which on a small CPU costs several times the training step itself.
+The data sets are registered in ``vae_lab.registry.DATASETS`` and chosen by ``data.name``
+(vae_lab/conf/data/*.yaml): ``mnist`` and ``fashion_mnist`` through torchvision's dataset classes
+and folder layout (downloaded, or read from a local copy under ``data.root``), and ``images``, a
+user's own arrays file (.npz or .npy of N x H x W or N x H x W x C images, C = 1 or 3, labels
+optional). Each split is decoded once into a float tensor (N, C, H, W) with pixels in [0, 1] and
+int64 labels (N,) (-1 when the file has none); the data module says what it serves
+(``image_shape``, ``num_classes``), and the models, metrics and pictures take it from there.
+Batches are gathered with one index per batch, instead of one PIL image at a time through
+``ToTensor``, which on a small CPU costs several times the training step itself.
 """
+import hashlib
 import logging
 import math
 import os
@@ -23,13 +26,17 @@ from torchvision.datasets import MNIST, FashionMNIST
 
 from vae_lab.config import BINARIZE, check_choice
 from vae_lab.errors import VaeLabError
+from vae_lab.registry import DATASETS
 
 log = logging.getLogger(__name__)
-TORCHVISION = {"mnist": MNIST, "fashion_mnist": FashionMNIST}  # data.name -> class; files in <root>/<class>/raw/
+MNIST_SHAPE = (1, 28, 28)  # MNIST and Fashion-MNIST: 28x28 grey images ...
+MNIST_CLASSES = 10  # ... of ten classes, labelled 0..9
 ARRAYS = "images"  # data.name of a user's own arrays file
-DATASETS = (*TORCHVISION, ARRAYS)
-NUM_CLASSES = 10  # labels are 0..9 in every data set (the cvae's one-hot width)
 NO_LABEL = -1  # the label of images from a file without labels
+MIN_SIDE = 8  # pixels: the smallest height and width an arrays file may have
+# What every data config holds beside its data set's own settings (ImageDataModule's arguments, and
+# what the run records about what was read).
+COMMON_KEYS = ("_target_", "name", "batch_size", "seed", "binarize", "image_shape", "num_classes")
 
 
 def data_root(given: str | None = None, run_root: str | None = None) -> str:
@@ -111,9 +118,13 @@ def check_idx_files(images: Path, labels: Path) -> None:
 
 
 def load_torchvision(name: str, root: str | os.PathLike, train: bool, download: bool) -> TensorDataset:
-    """One split of ``mnist`` or ``fashion_mnist`` as TensorDataset(images (N, 1, 28, 28) float
+    """One split of ``mnist`` or ``fashion_mnist`` (``read_torchvision``)."""
+    return read_torchvision(DATASETS.get(name).torchvision, root, train, download)
+
+
+def read_torchvision(dataset_class: type, root: str | os.PathLike, train: bool, download: bool) -> TensorDataset:
+    """One split of torchvision's MNIST or FashionMNIST as TensorDataset(images (N, 1, 28, 28) float
     in [0, 1], labels (N,) int64), read from ``<root>/<MNIST|FashionMNIST>/raw/`` or downloaded."""
-    dataset_class = TORCHVISION[name]
     root = Path(root).expanduser()
     raw = root / dataset_class.__name__ / "raw"
     how_to_point = (f"set data.root=... or VAE_LAB_DATA to a folder holding {dataset_class.__name__}/raw/, "
@@ -136,10 +147,22 @@ def load_mnist(root: str | os.PathLike, train: bool, download: bool) -> TensorDa
     return load_torchvision("mnist", root, train, download)
 
 
+def channels_first(images: np.ndarray, path: Path) -> np.ndarray:
+    """N x H x W, N x H x W x C or N x C x H x W images (C = 1 or 3) as N x C x H x W."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4 and images.shape[-1] in (1, 3):
+        return images.transpose(0, 3, 1, 2)
+    if images.ndim == 4 and images.shape[1] in (1, 3):
+        return images
+    raise VaeLabError(f"{path}: images of shape {images.shape}; expected N x H x W (grey) or N x H x W x C "
+                      "(C = 1 grey or 3 colour)")
+
+
 def read_arrays(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (N, 1, 28, 28) float in [0, 1], labels (N,) int64, NO_LABEL without labels) from a
-    .npy of images or an .npz holding ``images`` and optionally ``labels``; read with
-    allow_pickle=False, every fault one VaeLabError line naming the file."""
+    """(images (N, C, H, W) float in [0, 1], labels (N,) int64, NO_LABEL without labels) from a
+    .npy of images or an .npz holding ``images`` and optionally ``labels`` (integers >= 0); read
+    with allow_pickle=False, every fault one VaeLabError line naming the file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise VaeLabError(f"{path}: no such file; data.path takes a .npz (images, labels) or .npy (images) file")
@@ -156,11 +179,10 @@ def read_arrays(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     unknown = set(arrays) - {"images", "labels"}
     if "images" not in arrays or unknown:
         raise VaeLabError(f"{path}: an .npz must hold images (and optionally labels), not {', '.join(sorted(arrays))}")
-    images, labels = arrays["images"], arrays.get("labels")
-    if images.ndim == 4 and images.shape[1] == 1:
-        images = images[:, 0]
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise VaeLabError(f"{path}: images of shape {images.shape}; expected N x 28 x 28 (or N x 1 x 28 x 28)")
+    images, labels = channels_first(arrays["images"], path), arrays.get("labels")
+    if min(images.shape[2:]) < MIN_SIDE:
+        raise VaeLabError(f"{path}: images of {images.shape[2]}x{images.shape[3]} pixels; at least "
+                          f"{MIN_SIDE}x{MIN_SIDE} are needed")
     if len(images) < 2:
         raise VaeLabError(f"{path}: {len(images)} images; at least 2 are needed (training and validation)")
     if images.dtype == np.uint8:
@@ -170,13 +192,13 @@ def read_arrays(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         raise VaeLabError(f"{path}: images of dtype {images.dtype}; expected uint8 (0-255) or float in [0, 1]")
     if labels is None:
-        return pixels.unsqueeze(1), torch.full((len(images),), NO_LABEL, dtype=torch.long)
+        return pixels.contiguous(), torch.full((len(images),), NO_LABEL, dtype=torch.long)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise VaeLabError(f"{path}: labels of shape {labels.shape} and dtype {labels.dtype}; expected {len(images)} integers")
-    if (outside := np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))).size:
+    if (outside := np.flatnonzero(labels < 0)).size:
         index = int(outside[0])
-        raise VaeLabError(f"{path}: label {labels[index]} at index {index} is outside the classes 0..{NUM_CLASSES - 1}")
-    return pixels.unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+        raise VaeLabError(f"{path}: label {labels[index]} at index {index} is negative; classes are 0, 1, 2, ...")
+    return pixels.contiguous(), torch.from_numpy(labels.astype(np.int64))
 
 
 def load_arrays(path: str | os.PathLike, train: bool, test_fraction: float = 0.1) -> TensorDataset:
@@ -190,13 +212,93 @@ def load_arrays(path: str | os.PathLike, train: bool, test_fraction: float = 0.1
     return TensorDataset(images[index], labels[index])
 
 
+class DataSet:
+    """A registered data set: ``load(train)`` gives one split as TensorDataset(images (N, C, H, W)
+    float in [0, 1], labels (N,) int64, NO_LABEL where there is none); ``source()`` its settings as
+    plain values, as the run records them; ``num_classes`` (0 without labels) and ``cache_key``
+    (what its classifier is cached as) are known once it is loaded."""
+
+    num_classes = 0
+
+    def load(self, train: bool) -> TensorDataset:
+        raise NotImplementedError
+
+    def source(self) -> dict:
+        raise NotImplementedError
+
+    def cache_key(self, name: str) -> str:
+        return name
+
+
+@DATASETS.register("mnist")
+class MNISTDigits(DataSet):
+    """MNIST through torchvision: 60,000 training and 10,000 test digits, 1 x 28 x 28."""
+
+    torchvision = MNIST
+    num_classes = MNIST_CLASSES
+
+    def __init__(self, root: str = "data", download: bool = False):
+        self.root, self.download = str(Path(root).expanduser().resolve()), download
+
+    def load(self, train: bool) -> TensorDataset:
+        return read_torchvision(self.torchvision, self.root, train, self.download)
+
+    def source(self) -> dict:
+        return {"root": self.root, "download": self.download}
+
+
+@DATASETS.register("fashion_mnist")
+class FashionMNISTImages(MNISTDigits):
+    """Fashion-MNIST through torchvision: 60,000 training and 10,000 test images of 10 kinds of
+    clothing, 1 x 28 x 28."""
+
+    torchvision = FashionMNIST
+
+
+@DATASETS.register(ARRAYS)
+class ArraysFile(DataSet):
+    """A user's own arrays file (``read_arrays``): a fixed shuffle (seed 0, whatever the run's
+    seed, so every run validates on the same images) puts ``test_fraction`` of them in the test
+    split, at least one; the classes are 0 .. the largest label."""
+
+    def __init__(self, path: str, test_fraction: float = 0.1):
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"data.test_fraction={test_fraction} must be between 0 and 1")
+        self.path, self.test_fraction = str(Path(path).expanduser().resolve()), test_fraction
+
+    def load(self, train: bool) -> TensorDataset:
+        images, labels = read_arrays(self.path)
+        self.num_classes = int(labels.max()) + 1 if (labels != NO_LABEL).all() else 0
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+        n_test = min(len(images) - 1, max(1, round(self.test_fraction * len(images))))
+        index = order[n_test:] if train else order[:n_test]
+        return TensorDataset(images[index], labels[index])
+
+    def source(self) -> dict:
+        return {"path": self.path, "test_fraction": self.test_fraction}
+
+    def cache_key(self, name: str) -> str:
+        return f"{name}-{hashlib.sha256(Path(self.path).read_bytes()).hexdigest()[:12]}"
+
+
+def load_arrays(path: str | os.PathLike, train: bool, test_fraction: float = 0.1) -> TensorDataset:
+    """One split of an arrays file (``ArraysFile``)."""
+    return ArraysFile(str(path), test_fraction).load(train)
+
+
+def dataset(data: dict, root: str | None = None) -> DataSet:
+    """The data set a run's data config (plain values) names, with its settings of that config;
+    ``root`` overrides where a data set with a ``root`` (torchvision's) is read."""
+    settings = {key: value for key, value in data.items()
+                if key in DATASETS.settings(data["name"]) and key not in COMMON_KEYS}
+    if root is not None and "root" in DATASETS.settings(data["name"]):
+        settings["root"] = root
+    return DATASETS.build({"name": data["name"], **settings})
+
+
 def load_split(data: dict, train: bool, root: str | None = None) -> TensorDataset:
-    """The training or test split of the data set that a run's data config (plain values: name,
-    root or path, download, test_fraction) names; ``root`` overrides where a torchvision data set
-    is read (the tools pass ``data_root(...)``)."""
-    if data["name"] == ARRAYS:
-        return load_arrays(data["path"], train, data.get("test_fraction", 0.1))
-    return load_torchvision(data["name"], root or data["root"], train, data.get("download", False))
+    """The training or test split of the data set that a run's data config names (``dataset``)."""
+    return dataset(data, root).load(train)
 
 
 def has_labels(dataset: TensorDataset) -> bool:
@@ -242,27 +344,35 @@ class ImageDataModule(L.LightningDataModule):
     ``evaluate`` and ``generate`` read the same data later.
     """
 
-    def __init__(self, name: str = "mnist", root: str | None = None, path: str | None = None,
-                 batch_size: int = 128, download: bool = False, seed: int = 0, binarize: str = "none",
-                 test_fraction: float = 0.1):
+    def __init__(self, name: str = "mnist", batch_size: int = 128, seed: int = 0, binarize: str = "none",
+                 **settings):
         super().__init__()
-        check_choice("data.name", name, DATASETS)
         check_choice("data.binarize", binarize, BINARIZE)
-        if name == ARRAYS:
-            if not path:
-                raise VaeLabError("data=images needs the file: data.path=my_images.npz")
-            if not 0 < test_fraction < 1:
-                raise VaeLabError(f"data.test_fraction={test_fraction} must be between 0 and 1")
-            self.source = {"name": name, "path": str(Path(path).expanduser().resolve()), "test_fraction": test_fraction}
-        else:
-            self.source = {"name": name, "root": str(Path(root or "data").expanduser().resolve()), "download": download}
+        self.name, self.dataset = name, DATASETS.build({"name": name, **settings})  # its settings checked
         self.batch_size, self.seed, self.binarize = batch_size, seed, binarize
         self.train_set = self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set = (binarized_split(load_split(self.source, train), self.binarize, self.seed, train)
+            self.train_set, self.val_set = (binarized_split(self.dataset.load(train), self.binarize, self.seed, train)
                                             for train in (True, False))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images served (after ``setup``)."""
+        return tuple(self.train_set.tensors[0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels name (0 when the images have none; after ``setup``)."""
+        return self.dataset.num_classes
+
+    @property
+    def source(self) -> dict:
+        """What was read, as plain values: the data set's name and settings and, after ``setup``, the
+        image shape and number of classes."""
+        served = {"image_shape": list(self.image_shape), "num_classes": self.num_classes} if self.train_set else {}
+        return {"name": self.name, **self.dataset.source(), **served}
 
     @property
     def fit_set(self) -> TensorDataset:

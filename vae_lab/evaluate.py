@@ -2,12 +2,13 @@
 
     python -m vae_lab.evaluate run=outputs/<run folder> [k=1000] [n_images=10000] [n_samples=10000]
                                [seed=0] [checkpoint=last] [sampler=prior|gmm|vae2] [out=FILE]
-                               [classifier=FILE] [data_root=DIR]
+                               [classifier=FILE] [data_root=DIR] [plugins=[my_lab.models]]
 
 Writes (per test sample; what each means: docs/metrics.md):
   test_elbo, test_recon, test_kl   the loss terms with one z ~ q(z|x) each (units of val/…)
-  test_nll_bce | test_nll_mse      −L_k, the importance-weighted bound with k samples (nats; for mse
-                                   the Gaussian density of σ² = 1/2, so the two never share a key)
+  test_nll_<likelihood>            −L_k, the importance-weighted bound with k samples, e.g. test_nll_bce
+                                   (nats; for mse the Gaussian density of σ² = 1/2: likelihoods never
+                                   share a key)
   iwae_k, n_images                 how it was measured
   active_units, kl_per_dim         latent dimensions in use (Burda et al.), the KL of each (nats)
   likelihood, binarize             the run's loss and data.binarize (the test digits are binarized alike)
@@ -19,7 +20,9 @@ Writes (per test sample; what each means: docs/metrics.md):
                                    keeps it beside the checkpoint; ``sampler.components=20`` its size)
   classifier_test_accuracy         that classifier's measured accuracy on the test digits
 ``run`` may also be a .ckpt file; ``checkpoint`` picks ``last`` (the state after the last epoch) or
-``best`` (lowest val/loss) of a run folder; ``out`` defaults to ``<run folder>/metrics.json``;
+``best`` (lowest val/loss) of a run folder; ``out`` defaults to ``<run folder>/metrics.json`` (for a
+.ckpt outside a run's checkpoints/ folder, ``<file stem>-metrics.json`` beside it); ``plugins`` names
+the modules that registered a model, prior or likelihood of one's own (as when it was trained);
 ``classifier`` to the cached classifier of the run's data set (vae_lab.classifier); ``data_root``
 overrides where a torchvision data set is read (default: VAE_LAB_DATA when set, else the run's data.root).
 On a CPU, k=1000 over all 10,000 test digits takes minutes to tens of minutes; k=100 is a quick look.
@@ -29,22 +32,24 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vae_lab import metrics
-from vae_lab.checkpoint import load_model
+from vae_lab.checkpoint import load_model, result_path
 from vae_lab.classifier import classifier_for, load_classifier
 from vae_lab.cli import exit_on_error, parse_options
-from vae_lab.data import ARRAYS, binarized_split, data_root, load_split, seen_training_split
-from vae_lab.samplers import Prior, build_sampler, fitted_sampler
-from vae_lab.summary import Recording, write_json
+from vae_lab.data import binarized_split, data_root, load_split, seen_training_split
+from vae_lab.registry import load_plugins, name_of
+from vae_lab.samplers import FromPrior, build_sampler, fitted_sampler
+from vae_lab.io import write_json
+from vae_lab.summary import Recording
 
 DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "checkpoint": "last",
-            "sampler": {"name": "prior"}, "out": None, "classifier": None, "data_root": None}
+            "sampler": {"name": "prior"}, "out": None, "classifier": None, "data_root": None, "plugins": []}
 
 
 def training_images(config: dict, root: str | None = None):
     """The run's training images as its model sees them outside training batches
     (``vae_lab.data.seen_training_split``): what a sampler is fitted on."""
     data = config["data"]
-    train = load_split(data, train=True, root=None if data["name"] == ARRAYS else data_root(root, data["root"]))
+    train = load_split(data, train=True, root=data_root(root, data.get("root")) if "root" in data else None)
     return seen_training_split(train, data.get("binarize", "none"), data["seed"])
 
 
@@ -52,7 +57,7 @@ def load_test_images(config: dict, root: str | None = None):
     """(the run's grey test images, the same binarized as its data.binarize says); TensorDatasets.
     ``root`` overrides where a torchvision data set is read (else VAE_LAB_DATA, else the run's)."""
     data = config["data"]
-    grey = load_split(data, train=False, root=None if data["name"] == ARRAYS else data_root(root, data["root"]))
+    grey = load_split(data, train=False, root=data_root(root, data.get("root")) if "root" in data else None)
     return grey, binarized_split(grey, data.get("binarize", "none"), data["seed"], train=False)
 
 
@@ -66,9 +71,9 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
     """
     grey, seen = load_test_images(config, root)
     images, labels = (t[:n_images] for t in seen.tensors)
-    likelihood = config["loss"]["likelihood"]
-    terms = metrics.elbo_terms(model, images, labels, likelihood, seed=seed)
-    nll = -metrics.iwae_bound(model, images, labels, likelihood, k=k, seed=seed).mean().item()
+    likelihood = name_of(config["loss"]["likelihood"])
+    terms = metrics.elbo_terms(model, images, labels, seed=seed)
+    nll = -metrics.iwae_bound(model, images, labels, k=k, seed=seed).mean().item()
     result = {
         "test_elbo": terms["elbo"], "test_recon": terms["recon"], "test_kl": terms["kl"],
         f"test_nll_{likelihood}": nll, "iwae_k": k, "n_images": len(images),
@@ -77,7 +82,7 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
     }
     if n_samples and classifier:
         # FID against the grey digits: samples are pixel probabilities, the mean of a binarized draw
-        sampler = sampler or Prior()
+        sampler = sampler or FromPrior()
         result.update(metrics.sample_quality(model, classifier[0], grey.tensors[0], n_samples, seed, sampler=sampler),
                       n_samples=n_samples, sampler=sampler.tag(), classifier_test_accuracy=classifier[1])
     return result
@@ -86,6 +91,7 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
 def evaluate(options) -> Path:
     """Measures the run and writes the JSON file; returns its path."""
     # a classifier file given is checked first; the default one is the run's data set's
+    load_plugins(options.plugins)
     given = load_classifier(options.classifier) if options.n_samples and options.classifier else None
     sampler = build_sampler(OmegaConf.to_container(options.sampler))
     model, config, checkpoint = load_model(options.run, options.checkpoint)
@@ -95,7 +101,7 @@ def evaluate(options) -> Path:
                                  options.seed)
     result = measure(model, config, options.k, options.n_images, options.n_samples, classifier,
                      options.seed, options.data_root, sampler)
-    out = Path(options.out) if options.out else checkpoint.parent.parent / "metrics.json"
+    out = Path(options.out) if options.out else result_path(checkpoint, "metrics.json")
     write_json(result, out)
     return out
 

@@ -14,20 +14,22 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 
-from vae_lab.inference import decode_images, kl_per_dimension, posterior
-from vae_lab.samplers import Prior, build_sampler, fitted_sampler
+from vae_lab.inference import decode_images, dimension_information, kl_per_dimension, posterior
+from vae_lab.samplers import FromPrior, build_sampler, fitted_sampler
 from vae_lab.summary import Recording
 
 log = logging.getLogger(__name__)
 GRID_SIDE = 16  # tiles per side of the manifold and per row of a traversal
+ROW_LENGTH = 10  # tiles per class in the rows of a conditional model's picture, and of an interpolation
 
 
 def write_embedding(log_dir: str, vectors: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
                     step: int, tag: str) -> None:
-    """The TensorBoard projector's files for (N, D) vectors with their labels and (N, 1, H, W)
-    images in [0, 1]: the files and layout of ``SummaryWriter.add_embedding``, whose sprite costs a
-    second per run (float64 RGB arithmetic on a 2800 x 2800 canvas); here it is 8-bit grey, and
-    zlib's fastest level (1.9 MB instead of 1.7 for MNIST's test digits)."""
+    """The TensorBoard projector's files for (N, D) vectors with their labels and (N, C, H, W)
+    images in [0, 1] (C = 1 or 3): the files and layout of ``SummaryWriter.add_embedding``, whose
+    sprite costs a second per run (float64 RGB arithmetic on a 2800 x 2800 canvas); here it is
+    8-bit (grey for grey images), and zlib's fastest level (1.9 MB instead of 1.7 for MNIST's test
+    digits)."""
     from PIL import Image
     from tensorboard.plugins import projector
 
@@ -36,12 +38,13 @@ def write_embedding(log_dir: str, vectors: torch.Tensor, labels: torch.Tensor, i
     folder.mkdir(parents=True, exist_ok=True)
     np.savetxt(folder / "tensors.tsv", vectors.numpy(), fmt="%.6g", delimiter="\t")
     (folder / "metadata.tsv").write_text("".join(f"{label}\n" for label in labels.tolist()))
-    n, _, height, width = images.shape
+    n, colours, height, width = images.shape
     side = math.ceil(math.sqrt(n))  # the projector wants a square sprite, filled row by row
-    tiles = torch.zeros(side * side, height, width, dtype=torch.uint8)
-    tiles[:n] = (images[:, 0] * 255).round().to(torch.uint8)
-    sprite = tiles.view(side, side, height, width).permute(0, 2, 1, 3).reshape(side * height, side * width)
-    Image.fromarray(sprite.numpy(), mode="L").save(folder / "sprite.png", compress_level=1)  # 0.1 s, not 0.2
+    tiles = torch.zeros(side * side, height, width, colours, dtype=torch.uint8)
+    tiles[:n] = (images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    sprite = tiles.view(side, side, height, width, colours).permute(0, 2, 1, 3, 4).reshape(side * height, side * width, colours)
+    picture = Image.fromarray(sprite[..., 0].numpy() if colours == 1 else sprite.numpy())
+    picture.save(folder / "sprite.png", compress_level=1)  # 0.1 s, not 0.2
     config = projector.ProjectorConfig()
     embedding = config.embeddings.add()
     embedding.tensor_name = f"{tag}:{step:05d}"
@@ -52,13 +55,14 @@ def write_embedding(log_dir: str, vectors: torch.Tensor, labels: torch.Tensor, i
 
 
 def grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """(N, 1, 28, 28) images in [0, 1] -> (3, H, W) grid, nrow tiles per row, 2 px padding."""
+    """(N, C, h, w) images in [0, 1] (C = 1 or 3) -> (3, H, W) grid, nrow tiles per row, 2 px padding."""
     return make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
 
 
-def normal_quantiles(n: int = GRID_SIDE) -> torch.Tensor:
-    """n points of N(0, 1) at equally spaced probabilities 0.05 ... 0.95."""
-    return torch.special.ndtri(torch.linspace(0.05, 0.95, n, dtype=torch.float64)).float()
+def prior_quantiles(model, n: int = GRID_SIDE) -> torch.Tensor:
+    """(n, z_dim): per latent dimension, the points of the model's prior at equally spaced marginal
+    probabilities 0.05 ... 0.95 (for N(0, I), the normal quantiles)."""
+    return model.prior.quantiles(torch.linspace(0.05, 0.95, n, dtype=torch.float64)).detach().cpu()
 
 
 def reconstructions(model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -68,12 +72,12 @@ def reconstructions(model, images: torch.Tensor, labels: torch.Tensor) -> torch.
 
 
 def samples(model, z: torch.Tensor) -> torch.Tensor:
-    """Grid of decoded z ~ N(0, I): pass the same z (N, z_dim) to see the same tiles."""
+    """Grid of decoded latents z (N, z_dim), e.g. draws from the prior: the same z, the same tiles."""
     return grid(decode_images(model, z), nrow=int(len(z) ** 0.5))
 
 
 def digit_rows(model, z: torch.Tensor) -> torch.Tensor:
-    """Conditional models: one row per class (0-9 top to bottom). z (n, z_dim): column j decodes
+    """Conditional models: one row per class (0 at the top). z (n, z_dim): column j decodes
     z[j] in every row; z (classes, n, z_dim): row c decodes z[c] (a sampler's draws for class c)."""
     classes = model.num_classes
     z = z.expand(classes, *z.shape) if z.dim() == 2 else z
@@ -81,34 +85,37 @@ def digit_rows(model, z: torch.Tensor) -> torch.Tensor:
     return grid(decode_images(model, z.flatten(0, 1), labels), nrow=z.shape[1])
 
 
-def manifold_latents(n: int = GRID_SIDE) -> torch.Tensor:
-    """(n*n, 2) latents on the grid of standard-normal quantiles; z1 grows rightwards, z2 upwards."""
-    q = normal_quantiles(n)
-    z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
+def manifold_latents(model, n: int = GRID_SIDE) -> torch.Tensor:
+    """z_dim = 2: (n*n, 2) latents on the grid of the prior's quantiles; z1 grows rightwards, z2 upwards."""
+    q = prior_quantiles(model, n)
+    z2, z1 = torch.meshgrid(q[:, 1].flip(0), q[:, 0], indexing="ij")
     return torch.stack([z1.flatten(), z2.flatten()], dim=1)
 
 
 def manifold(model, n: int = GRID_SIDE, label: int | None = None) -> torch.Tensor:
     """z_dim = 2: the n x n grid of decoded manifold_latents() (a conditional model needs a label)."""
-    latents = manifold_latents(n)
+    latents = manifold_latents(model, n)
     labels = None if label is None else torch.full((len(latents),), label)
     return grid(decode_images(model, latents, labels), nrow=n)
 
 
-def traversal(model, kl_per_dim: torch.Tensor, max_dims: int = 10, n: int = GRID_SIDE) -> torch.Tensor:
-    """One row per latent dimension, most informative (largest KL) first: that dimension sweeps the
-    normal quantiles while all others stay 0."""
-    dims = kl_per_dim.argsort(descending=True)[:max_dims]
-    z = torch.zeros(len(dims), n, model.z_dim)
+def traversal(model, information: torch.Tensor, max_dims: int = ROW_LENGTH, n: int = GRID_SIDE) -> torch.Tensor:
+    """One row per latent dimension, most informative (largest ``information`` (z_dim,): its KL, or
+    the variance of its posterior mean) first: that dimension sweeps the prior's quantiles while all
+    others stay at the prior's median."""
+    dims = information.argsort(descending=True)[:max_dims]
+    q = prior_quantiles(model, n)
+    median = model.prior.quantiles(torch.tensor([0.5], dtype=torch.float64)).detach().cpu()  # (1, z_dim)
+    z = median.repeat(len(dims), n, 1)
     for row, d in enumerate(dims):
-        z[row, :, d] = normal_quantiles(n)
+        z[row, :, d] = q[:, d]
     return grid(decode_images(model, z.flatten(0, 1)), nrow=n)
 
 
-def interpolation(model, images: torch.Tensor, labels: torch.Tensor, steps: int = 10,
+def interpolation(model, images: torch.Tensor, labels: torch.Tensor, steps: int = ROW_LENGTH,
                   label: int | None = None) -> torch.Tensor:
     """One row decoded from ``steps`` points on the line between the posterior means of two images
-    (2, 1, 28, 28); a conditional model draws ``label``, or the first image's label."""
+    (2, C, H, W); a conditional model draws ``label``, or the first image's label."""
     mu, _ = posterior(model, images, labels)
     weights = torch.linspace(0, 1, steps).unsqueeze(1)
     condition = torch.full((steps,), int(labels[0]) if label is None else label)
@@ -125,8 +132,11 @@ def latent_scatter(mu: torch.Tensor, labels: torch.Tensor):
 
     figure, axes = plt.subplots(figsize=(6, 5), dpi=100)
     if (labels >= 0).all():
-        points = axes.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=2, vmin=-0.5, vmax=9.5)
-        figure.colorbar(points, ax=axes, ticks=range(10), label="class")
+        classes = int(labels.max()) + 1
+        few = classes <= len(matplotlib.colormaps["tab10"].colors)  # a colour each, or a continuous map
+        points = axes.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10" if few else "viridis", s=2,
+                              vmin=-0.5, vmax=classes - 0.5)
+        figure.colorbar(points, ax=axes, ticks=range(classes), label="class")
     else:
         axes.scatter(mu[:, 0], mu[:, 1], s=2)
     axes.set(xlabel="$z_1$", ylabel="$z_2$", title="posterior means of the test images")
@@ -168,8 +178,12 @@ class FigureLogger(Recording):
 
     def setup(self, trainer, pl_module, stage):
         self.images, self.labels = trainer.datamodule.val_set.tensors
-        generator = torch.Generator().manual_seed(pl_module.seed)
-        self.z = torch.randn(self.n_samples, pl_module.model.z_dim, generator=generator)
+        self.seed = pl_module.seed
+
+    def prior_draws(self, model) -> torch.Tensor:
+        """The fixed draws of the samples picture: ``n_samples`` latents from the model's prior, the
+        same draws every time (from the run's seed), so the tiles change only as the model does."""
+        return model.prior.sample(self.n_samples, torch.Generator().manual_seed(self.seed)).detach().cpu()
 
     def posteriors(self, model, n_points: int | None = None):
         """(mu, logvar, labels) of q(z|x) for the first ``n_points`` test digits (all if None)."""
@@ -180,18 +194,18 @@ class FigureLogger(Recording):
                 samples_z: torch.Tensor | None = None) -> dict:
         """Name -> (3, H, W) image grid (or the matplotlib scatter), for this model's kind and z_dim;
         the scatter and the traversal's KL ordering use the given posteriors (see ``posteriors``),
-        the samples ``samples_z`` (default: the fixed prior draws; (10, 10, z_dim) for digit rows)."""
+        the samples ``samples_z`` (default: the fixed prior draws; (classes, ROW_LENGTH, z_dim) for class rows)."""
         figures = {"reconstructions": reconstructions(model, self.images[:16], self.labels[:16])}
         if model.num_classes:
-            figures["digits"] = digit_rows(model, self.z[:10] if samples_z is None else samples_z)
+            figures["digits"] = digit_rows(model, self.prior_draws(model)[:ROW_LENGTH] if samples_z is None else samples_z)
         else:
-            figures["samples"] = samples(model, self.z if samples_z is None else samples_z)
+            figures["samples"] = samples(model, self.prior_draws(model) if samples_z is None else samples_z)
         if model.z_dim == 2:
             figures["latent_scatter"] = latent_scatter(mu, labels)
             if not model.num_classes:
                 figures["manifold"] = manifold(model)
         elif not model.num_classes:
-            figures["traversal"] = traversal(model, kl_per_dimension(mu, logvar))
+            figures["traversal"] = traversal(model, dimension_information(model, mu, logvar))
         return figures
 
     def on_validation_epoch_end(self, trainer, pl_module):
@@ -203,8 +217,10 @@ class FigureLogger(Recording):
         writer, model = trainer.logger.experiment, pl_module.model  # in eval mode during validation
         # 2,000 test digits place the scatter well enough and keep this cheap during training.
         mu, logvar, labels = self.posteriors(model, n_points=2000)
-        self.kl_history.append(kl_per_dimension(mu, logvar))
-        figures = {**self.figures(model, mu, logvar, labels), "kl_per_dim": kl_heatmap(self.kl_history)}
+        figures = self.figures(model, mu, logvar, labels)
+        if (kl := kl_per_dimension(model, mu, logvar)) is not None:
+            self.kl_history.append(kl)
+            figures["kl_per_dim"] = kl_heatmap(self.kl_history)
         for name, figure in figures.items():
             if isinstance(figure, torch.Tensor):
                 writer.add_image(f"images/{name}", figure, trainer.global_step)
@@ -226,15 +242,15 @@ class FigureLogger(Recording):
         fitted on the training images and saved beside last.ckpt if it is a fitted one), or None
         for the prior at temperature 1, the fixed draws of every epoch."""
         sampler = build_sampler(pl_module.config["sampler"])
-        if sampler.tag() == Prior().tag():
+        if sampler.tag() == FromPrior().tag():
             return None, sampler
         model, seed = pl_module.model, pl_module.seed
         sampler = fitted_sampler(sampler, model, *trainer.datamodule.fit_set.tensors,
                                  Path(trainer.checkpoint_callback.last_model_path), seed)
         if model.num_classes:
-            labels = torch.arange(model.num_classes).repeat_interleave(10)
-            return sampler.sample(len(labels), model.z_dim, labels, seed).view(model.num_classes, 10, -1), sampler
-        return sampler.sample(self.n_samples, model.z_dim, seed=seed), sampler
+            labels = torch.arange(model.num_classes).repeat_interleave(ROW_LENGTH)
+            return sampler.sample(len(labels), model, labels, seed).view(model.num_classes, ROW_LENGTH, -1), sampler
+        return sampler.sample(self.n_samples, model, seed=seed), sampler
 
     def write_pictures(self, trainer, pl_module) -> list[str]:
         """The PNGs (and the projector embedding) of the trained model; returns the file names."""

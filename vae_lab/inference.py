@@ -1,12 +1,14 @@
 """A model applied to whole sets of images or latents: in batches, on the model's device, without
 gradients, returning CPU tensors. Pictures, metrics, samplers and generate all use these.
 
-Images are (N, 1, 28, 28) with pixels in [0, 1]; labels (N,) are passed to every model (only
-conditional ones use them); latents are (N, z_dim).
+Images are (N, C, H, W) with pixels in [0, 1] (the model's ``image_shape``); labels (N,) are passed
+to every model (only conditional ones use them); latents are (N, z_dim).
 """
 import torch
 
-from vae_lab.losses import kl_divergence
+# Burda et al. (2015) count a latent unit as active when the variance of its posterior mean across
+# the data, Cov_x(E_q[z_d]), exceeds 0.01: the one threshold of val/active_units and the metrics.
+ACTIVE_UNIT_VARIANCE = 0.01
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -30,15 +32,24 @@ def posterior(model, images: torch.Tensor, labels: torch.Tensor | None = None,
 @torch.no_grad()
 def decode_images(model, z: torch.Tensor, labels: torch.Tensor | None = None,
                   batch_size: int = 1000) -> torch.Tensor:
-    """Pixel probabilities (N, 1, 28, 28) of the latents z, the sigmoid applied once."""
+    """The images (N, C, H, W) the model's likelihood expects for the latents z (its ``mean``)."""
     device = device_of(model)
     images = []
     for index in torch.arange(len(z)).split(batch_size):
         y = None if labels is None else labels[index].to(device)
-        images.append(torch.sigmoid(model.decode(z[index].to(device), y)).cpu())
-    return torch.cat(images) if images else torch.empty(0, 1, 28, 28)
+        images.append(model.likelihood.mean(model.decode(z[index].to(device), y)).cpu())
+    return torch.cat(images) if images else torch.empty(0, *model.image_shape)
 
 
-def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Mean KL(q(z_d|x) ‖ N(0, 1)) over a set of images, per latent dimension: (z_dim,) nats."""
-    return kl_divergence(mu, logvar).mean(0)
+def kl_per_dimension(model, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor | None:
+    """Mean KL(q(z_d|x) ‖ p(z_d)) over a set of images, per latent dimension: (z_dim,) nats; None
+    for a prior without a closed form per dimension."""
+    prior = model.prior
+    return prior.kl_per_dim(mu, logvar.to(mu.device)).mean(0).cpu() if prior.closed_form_kl else None
+
+
+def dimension_information(model, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """How much each latent dimension carries, (z_dim,), to order the traversal's rows: its mean KL
+    (``kl_per_dimension``), or for a prior without one, the variance of its posterior mean."""
+    kl = kl_per_dimension(model, mu, logvar)
+    return mu.var(0) if kl is None else kl

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
+from vae_lab.inference import ACTIVE_UNIT_VARIANCE
 from vae_lab.losses import VAELoss
 from vae_lab.models import VAE
 from vae_lab.schedules import Constant, FixedLR
@@ -103,10 +104,10 @@ class LitVAE(L.LightningModule):
 
     def on_validation_epoch_end(self):
         # Active units (Burda et al. 2015): dimensions whose posterior mean varies across the
-        # test digits, Var_x(E_q[z_d]) > 0.01 (vae_lab.metrics.active_units, from running sums)
+        # test images (vae_lab.metrics.active_units, here from running sums)
         total, squares, count = self.val_moments
         variance = (squares - total.pow(2) / count) / (count - 1).clamp(min=1)
-        self.log("val/active_units", (variance > 0.01).sum().float(), sync_dist=True)
+        self.log("val/active_units", (variance > ACTIVE_UNIT_VARIANCE).sum().float(), sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

@@ -1,16 +1,16 @@
 """How latents are drawn for samples: from the prior, or from a density fitted to where the
 training images sit in latent space.
 
-    prior  z ~ N(0, τ² I)                                  (τ = 1: the model's own prior)
+    prior  z ~ p(z), the model's own prior (``vae_lab.priors``), at temperature τ
     gmm    a Gaussian mixture fitted to the training images' posterior means (Ghosh et al. 2020),
            by scikit-learn's EM
     vae2   a second-stage VAE trained on those means, decoded from u ~ N(0, I) (Dai & Wipf 2019)
 
-A sampler is chosen by name from ``SAMPLERS`` (``build_sampler``, the registry, as for models) and,
+A sampler is chosen by name from ``vae_lab.registry.SAMPLERS`` (``build_sampler``) and,
 for a conditional model, fitted per class, so that asking for a 7 draws from where the 7s sit. A
 fitted sampler is saved as plain arrays (.npz, read with allow_pickle=False) beside the checkpoint
-it was fitted for, and reused: ``fitted_sampler``. Latents are (n, z_dim) float tensors on the CPU;
-every draw comes from a generator seeded by ``seed``.
+it was fitted for, and reused: ``fitted_sampler``. ``sample(n, model, labels, seed)`` gives (n, z_dim)
+float latents on the CPU; every draw comes from a generator seeded by ``seed``.
 """
 import zipfile
 from collections.abc import Mapping
@@ -20,28 +20,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from vae_lab.arguments import build_registered
+from vae_lab.arguments import PositiveFloat, PositiveInt
 from vae_lab.errors import VaeLabError
+from vae_lab.io import write_atomically
 from vae_lab.inference import posterior
-from vae_lab.losses import kl_divergence
 from vae_lab.models.base import mlp
+from vae_lab.priors import StandardNormal
+from vae_lab.registry import SAMPLERS
 
 
-class Prior:
-    """z ~ N(0, τ² I); τ < 1 trades variety for typical samples."""
+@SAMPLERS.register("prior")
+class FromPrior:
+    """z ~ p(z), the model's prior, at temperature τ (for N(0, I): N(0, τ² I)); τ < 1 trades variety
+    for typical samples."""
 
     fitted = False
 
-    def __init__(self, temperature: float = 1.0):
-        if not temperature > 0:
-            raise VaeLabError(f"sampler.temperature={temperature} must be > 0")
+    def __init__(self, temperature: PositiveFloat = 1.0):
         self.temperature = temperature
 
     def tag(self) -> str:
         return f"prior-t{self.temperature:g}"
 
-    def sample(self, n: int, z_dim: int, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
-        return self.temperature * torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    def sample(self, n: int, model, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+        return model.prior.sample(n, torch.Generator().manual_seed(seed), self.temperature).detach().cpu()
 
 
 def per_class(labels: torch.Tensor | None, n: int) -> dict[int, torch.Tensor]:
@@ -71,9 +73,9 @@ class Fitted:
     def part(self, key: int) -> dict[str, np.ndarray]:
         return {name.split("/")[1]: a for name, a in self.arrays.items() if int(name.split("/")[0]) == key}
 
-    def sample(self, n: int, z_dim: int, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    def sample(self, n: int, model, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        z = torch.empty(n, z_dim)
+        z = torch.empty(n, model.z_dim)
         for key, index in per_class(labels, n).items():
             if key not in self.classes():
                 raise VaeLabError(f"the sampler was fitted without class {key}; it knows {self.classes()}")
@@ -81,10 +83,7 @@ class Fitted:
         return z
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **self.arrays)
-        tmp.replace(path)
+        write_atomically(path, lambda f: np.savez(f, **self.arrays))
 
     def load(self, path: Path) -> None:
         """The arrays of ``path``, checked against what ``fit`` writes; VaeLabError naming the file."""
@@ -106,13 +105,12 @@ class Fitted:
                               "delete it to fit the sampler again") from None
 
 
+@SAMPLERS.register("gmm")
 class GaussianMixture(Fitted):
     """A mixture of ``components`` full-covariance Gaussians, fitted by scikit-learn's EM
     (k-means initialisation, seeded) to the posterior means."""
 
-    def __init__(self, components: int = 10):
-        if not (isinstance(components, int) and components >= 1):
-            raise VaeLabError(f"sampler.components={components} must be an integer >= 1")
+    def __init__(self, components: PositiveInt = 10):
         self.components = components
 
     def tag(self) -> str:
@@ -144,22 +142,22 @@ class StageTwo(nn.Module):
         self.mu, self.logvar = nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim)
         self.decoder = mlp([z_dim, hidden, hidden, z_dim])
         self.log_gamma = nn.Parameter(torch.zeros(()))
+        self.prior = StandardNormal(z_dim)  # p(u) = N(0, I): the second stage's own prior
 
     def loss(self, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         h = self.encoder(z)
         mu, logvar = self.mu(h), self.logvar(h)
         mean = self.decoder(mu + torch.exp(0.5 * logvar) * eps)
         nll = 0.5 * ((z - mean).pow(2) / self.log_gamma.exp() + self.log_gamma).sum(1)
-        return (nll + kl_divergence(mu, logvar).sum(1)).mean()
+        return (nll + self.prior.kl(mu, logvar, None)).mean()
 
 
+@SAMPLERS.register("vae2")
 class SecondStage(Fitted):
     """A small VAE trained for ``epochs`` on the posterior means (Adam, lr 1e-3, batches of 256);
     a draw decodes u ~ N(0, I) to z (Dai & Wipf 2019, "Diagnosing and Enhancing VAE Models")."""
 
-    def __init__(self, hidden: int = 512, epochs: int = 30):
-        if not (isinstance(hidden, int) and hidden >= 1 and isinstance(epochs, int) and epochs >= 1):
-            raise VaeLabError(f"sampler.hidden={hidden} and sampler.epochs={epochs} must be integers >= 1")
+    def __init__(self, hidden: PositiveInt = 512, epochs: PositiveInt = 30):
         self.hidden, self.epochs = hidden, epochs
 
     def tag(self) -> str:
@@ -183,16 +181,13 @@ class SecondStage(Fitted):
         stage = StageTwo(z_dim, arrays["mu.weight"].shape[1])
         stage.load_state_dict({name: torch.from_numpy(a) for name, a in arrays.items()})
         with torch.no_grad():
-            return stage.decoder(torch.randn(n, z_dim, generator=generator))
-
-
-SAMPLERS = {"prior": Prior, "gmm": GaussianMixture, "vae2": SecondStage}
+            return stage.decoder(stage.prior.sample(n, generator))
 
 
 def build_sampler(config: Mapping | str):
-    """``{"name": one of SAMPLERS, setting: value, ...}`` (or just the name) -> the sampler, with
+    """``{"name": a registered sampler, setting: value, ...}`` (or just the name) -> the sampler, with
     its settings checked against the class's signature; VaeLabError naming the first bad one."""
-    return build_registered("sampler", SAMPLERS, config)
+    return SAMPLERS.build(config)
 
 
 def fitted_sampler(sampler, model, train_images: torch.Tensor, train_labels: torch.Tensor, checkpoint: Path,

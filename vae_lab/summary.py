@@ -9,7 +9,6 @@ goes into the summary, read in ``on_fit_end``, which Lightning calls after every
 learn how a run went.
 """
 import datetime
-import json
 import os
 import platform
 import time
@@ -21,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 
 from vae_lab.config import ALIASES
+from vae_lab.io import write_json
 
 SUMMARY_FILE = "summary.json"
 # the losses a summary holds at the end: key -> what LitVAE logs
@@ -63,14 +63,6 @@ def run_settings(config: dict) -> dict:
 def numbers(values: dict) -> dict:
     """The entries of values that are plain numbers (not bools)."""
     return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def write_json(record: dict, path: Path) -> None:
-    """JSON into ``path`` through a temporary file, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class RunSummary(Callback):

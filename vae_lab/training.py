@@ -17,6 +17,7 @@ from vae_lab.config import check_config
 from vae_lab.errors import VaeLabError
 from vae_lab.models import build_model
 from vae_lab.module import LitVAE
+from vae_lab.registry import MODELS, load_plugins, name_of
 from vae_lab.samplers import build_sampler
 from vae_lab.summary import Recording
 
@@ -49,6 +50,8 @@ def build(node: DictConfig, name: str, **kwargs):
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
+        if isinstance(error.__cause__, VaeLabError):  # already one line naming its key
+            raise VaeLabError(str(error.__cause__)) from None
         reason = " ".join(str(error.__cause__ or error).split())
         raise VaeLabError(f"{name}: {reason}") from None
 
@@ -63,14 +66,22 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     the run folder gets a file, so a refused run leaves nothing behind but what Hydra wrote.
     """
     check_config(cfg)
+    load_plugins(cfg.plugins)
+    checkpoint = None
+    if cfg.ckpt_path is not None:  # a file that is no checkpoint is refused before the data are read
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        stored_config(checkpoint, cfg.ckpt_path)  # a checkpoint with a config that names code is refused here too
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data, "data")
     datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
     config = OmegaConf.to_container(cfg, resolve=True)
-    config["data"].update(datamodule.source)  # what was read, so that evaluate and generate read it again
+    config["data"].update(datamodule.source)  # what was read (and its shape), so that the tools read it again
     build_sampler(config["sampler"])  # checked now; it draws the samples at the end
+    if MODELS.get(name_of(config["model"]), cfg.plugins).conditional and not datamodule.labelled:
+        raise VaeLabError(f"model={name_of(config['model'])} is conditional and needs labels, but "
+                          f"{datamodule.source.get('path', config['data']['name'])} has none")
     module = LitVAE(
-        model=build_model(config["model"]),  # the registry, as when a checkpoint is read
+        model=build_model(config),  # the registries, as when a checkpoint is read
         loss=build(cfg.loss, "loss"),
         optimizer=build(cfg.optimizer, "optimizer"),
         kl_schedule=build(cfg.kl_schedule, "kl_schedule"),
@@ -78,12 +89,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
         seed=cfg.seed,
         config=config,
     )
-    if module.model.num_classes and not datamodule.labelled:
-        raise VaeLabError(f"model={config['model']['name']} is conditional and needs labels, but "
-                          f"{datamodule.source.get('path', config['data']['name'])} has none")
-    if cfg.ckpt_path is not None:
-        checkpoint = load_checkpoint(cfg.ckpt_path)
-        stored_config(checkpoint, cfg.ckpt_path)  # a checkpoint with a config that names code is refused here too
+    if module.loss.free_bits and not module.model.prior.closed_form_kl:
+        raise VaeLabError(f"loss.free_bits={module.loss.free_bits} needs a KL per latent dimension, which "
+                          f"prior={name_of(config['prior'])} has no closed form for; leave free_bits at 0")
+    if checkpoint is not None:
         check_fits(checkpoint, module, cfg.ckpt_path)
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise VaeLabError(f"trainer.accelerator={cfg.trainer.accelerator}, but torch finds no GPU here; "
@@ -105,7 +114,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if trainer.is_global_zero:  # with DDP, every process runs this; one writes
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+        # the run's record, as its checkpoints hold it: the config and what the data served
+        OmegaConf.save(OmegaConf.create(config), output_dir / "config.yaml")
     if cfg.ckpt_path is None:
         # val/* at step 0: every loss curve starts from the untrained model
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -1,24 +1,41 @@
-"""One model per file, all behind the interface of ``vae_lab.models.base.VAE``, chosen by name.
+"""One model per file, all behind the interface of ``vae_lab.models.base.VAE``, registered by name
+in ``vae_lab.registry.MODELS`` (a model of one's own registers there too: docs/extending.md).
 
-``build_model`` is the one way a model is made from a config, when a run starts and when a
-checkpoint is read: the config names one of ``MODELS`` and gives its arguments as plain values,
-checked against the class's signature. A config, and so a file, can choose among these classes
-but never name other code.
+``build_model`` is the one way a model is made from a run's config, when a run starts and when a
+checkpoint is read: the config names a registered model, prior and likelihood and gives their
+settings as plain values, checked against their signatures; the image shape and the number of
+classes come from the data. A config, and so a file, can choose among what is registered but
+never name other code.
 """
 from collections.abc import Mapping
 
-from vae_lab.arguments import build_registered
 from vae_lab.models.base import VAE
-from vae_lab.models.conv import ConvVAE
+from vae_lab.models.dense import DenseVAE  # registered first: the registry lists names in this order
+from vae_lab.models.conv import ConvVAE  # noqa: I001
 from vae_lab.models.cvae import CVAE
-from vae_lab.models.dense import DenseVAE
+from vae_lab.registry import LIKELIHOODS, MODELS, PRIORS
 
-MODELS = {"dense": DenseVAE, "conv": ConvVAE, "cvae": CVAE}
+__all__ = ["VAE", "DenseVAE", "ConvVAE", "CVAE", "MODELS", "build_model", "data_shape"]
 
-__all__ = ["VAE", "DenseVAE", "ConvVAE", "CVAE", "MODELS", "build_model"]
+
+def data_shape(config: Mapping) -> tuple[tuple[int, ...], int]:
+    """(image shape (C, H, W), number of classes) of a run's data, as its config records them
+    (``vae_lab.data.ImageDataModule.source``); MNIST's for runs from before they were recorded."""
+    from vae_lab.data import MNIST_CLASSES, MNIST_SHAPE
+
+    data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    return tuple(data.get("image_shape", MNIST_SHAPE)), data.get("num_classes", MNIST_CLASSES)
 
 
 def build_model(config: Mapping) -> VAE:
-    """``{"name": one of MODELS, argument: value, ...}`` (plain values) -> the model, or a
-    VaeLabError naming the first key that is not a setting of that model or not an integer >= 1."""
-    return build_registered("model", MODELS, config, at_least=1)
+    """A run's config (plain values: ``model``, ``prior``, ``loss.likelihood``, ``data``) -> the model
+    with its prior and likelihood, or a VaeLabError naming the first key that is not right. Names
+    unknown here are looked up among what ``config["plugins"]`` registered only to say so: the
+    plugins themselves must have been loaded by the caller (``vae_lab.registry.load_plugins``)."""
+    plugins = config.get("plugins") or ()
+    image_shape, num_classes = data_shape(config)
+    model = MODELS.build(config["model"], plugins, image_shape=image_shape, num_classes=num_classes)
+    model.prior = PRIORS.build(config.get("prior", "standard"), plugins, z_dim=model.z_dim)
+    loss = config.get("loss") if isinstance(config.get("loss"), Mapping) else {}
+    model.likelihood = LIKELIHOODS.build(loss.get("likelihood", "bce"), plugins)
+    return model

@@ -1,23 +1,26 @@
 """The interface every vae_lab model shares.
 
-Images are tensors of shape (B, 1, 28, 28) with pixels in [0, 1]; labels are int64 of shape (B,).
-Every method takes the labels ``y``: conditional models (``num_classes > 0``) need them,
-unconditional ones ignore them, so callers pass what they have and never ask which kind it is.
-A subclass builds four modules and the base class does the rest:
+Images are tensors of shape (B, C, H, W) with pixels in [0, 1], ``image_shape`` = (C, H, W) being
+what the data serve (the registry passes it); labels are int64 of shape (B,). Every method takes the
+labels ``y``: conditional models (``num_classes > 0``) need them, unconditional ones ignore them,
+so callers pass what they have and never ask which kind it is. A subclass builds four modules and
+the base class does the rest:
 
     encoder:       encoder input -> (B, hidden) features
     mu, logvar:    (B, hidden) -> (B, z_dim), the mean and log-variance of q(z|x)
-    decoder:       decoder input -> (B, 784) logits
+    decoder:       decoder input -> (B, C·H·W) or (B, C, H, W) decoder outputs ("logits")
 
-A conditional model overrides ``encoder_input`` and ``decoder_input``.
+``build_model`` gives every model its ``prior`` p(z) (a module: a learned one trains with the
+model) and its ``likelihood`` p(x|z), which says what the decoder's outputs mean. A conditional
+model overrides ``encoder_input`` and ``decoder_input``.
 """
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-IMAGE_SHAPE = (1, 28, 28)
-PIXELS = 28 * 28
+LOG_2PI = math.log(2 * math.pi)
 
 # Training drives many numbers towards zero (the gradients of saturated pixels, Adam's moments of
 # weights that barely move), and x86 processors compute on subnormal floats (below 1.2e-38) tens
@@ -36,12 +39,23 @@ def mlp(sizes: Sequence[int], relu_last: bool = False) -> nn.Sequential:
     return nn.Sequential(*(layers if relu_last else layers[:-1]))
 
 
-class VAE(nn.Module):
-    num_classes = 0  # > 0 for models that condition on a label
+def log_q(eps: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z|x) of z = mu + σ·eps under the encoder's diagonal Gaussian, summed over the last
+    dimension (nats): log N(eps; 0, I) − Σ log σ, the change of variables."""
+    return -0.5 * (eps.pow(2) + LOG_2PI).sum(-1) - 0.5 * logvar.sum(-1)
 
-    def __init__(self, z_dim: int):
+
+class VAE(nn.Module):
+    conditional = False  # True for models that condition on a label ...
+    num_classes = 0  # ... of these many classes
+
+    def __init__(self, z_dim: int, image_shape: Sequence[int]):
         super().__init__()
-        self.z_dim = z_dim
+        if z_dim < 1:
+            raise ValueError(f"z_dim={z_dim} must be >= 1")
+        self.z_dim, self.image_shape = z_dim, tuple(image_shape)
+        self.pixels = math.prod(self.image_shape)  # values per image, C·H·W
+        self.prior = self.likelihood = None  # set by vae_lab.models.build_model
 
     def encoder_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return x
@@ -50,13 +64,13 @@ class VAE(nn.Module):
         return z
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, 28, 28) images -> mean and log-variance of q(z|x), each (B, z_dim)."""
+        """(B, C, H, W) images -> mean and log-variance of q(z|x), each (B, z_dim)."""
         h = self.encoder(self.encoder_input(x, y))
         return self.mu(h), self.logvar(h)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, z_dim) latents -> (B, 1, 28, 28) Bernoulli logits; pixels are sigmoid(logits)."""
-        return self.decoder(self.decoder_input(z, y)).view(-1, *IMAGE_SHAPE)
+        """(B, z_dim) latents -> (B, C, H, W) decoder outputs; ``likelihood.mean`` makes them images."""
+        return self.decoder(self.decoder_input(z, y)).view(-1, *self.image_shape)
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,12 +81,13 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        """Returns (logits (B, 1, 28, 28), mu (B, z_dim), logvar (B, z_dim))."""
+        """Returns (decoder outputs (B, C, H, W), mu (B, z_dim), logvar (B, z_dim))."""
         mu, logvar = self.encode(x, y)
         return self.decode(self.reparameterize(mu, logvar), y), mu, logvar
 
     @torch.no_grad()
-    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """n images (n, 1, 28, 28) in [0, 1] decoded from z ~ N(0, I); a conditional model needs y (n,)."""
-        z = torch.randn(n, self.z_dim, device=self.mu.weight.device)
-        return torch.sigmoid(self.decode(z, y))
+    def sample(self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1], the likelihood's means decoded from z ~ p(z); a
+        conditional model needs y (n,)."""
+        z = self.prior.sample(n, generator).to(self.mu.weight.device)
+        return self.likelihood.mean(self.decode(z, y))

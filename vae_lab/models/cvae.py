@@ -1,18 +1,29 @@
-"""Conditional VAE of the reference course project (330,824 parameters at z=20): the dense VAE
-with one hidden layer of 200, and the one-hot digit label concatenated to the flattened image
-(794 inputs) and to z, so q(z|x, y) and p(x|z, y) both see it and ``sample(n, y)`` draws digits
-of a chosen class."""
+"""Conditional VAE of the reference course project (330,824 parameters at z=20 on MNIST): the dense
+VAE with one hidden layer of 200, and the one-hot label (``num_classes`` wide, from the data)
+concatenated to the flattened image (794 inputs on MNIST) and to z, so q(z|x, y) and p(x|z, y) both
+see it and ``sample(n, y)`` draws images of a chosen class."""
 import torch
 import torch.nn.functional as F
 
+from vae_lab.arguments import PositiveInt
 from vae_lab.models.dense import DenseVAE
+from vae_lab.registry import MODELS
 
 
+@MODELS.register("cvae")
 class CVAE(DenseVAE):
-    num_classes = 10
+    conditional = True
 
-    def __init__(self, z_dim: int = 20, hidden: tuple[int, ...] = (200,)):
-        super().__init__(z_dim, hidden)
+    def __init__(self, z_dim: PositiveInt = 20, hidden: tuple[PositiveInt, ...] = (200,), *,
+                 image_shape: tuple[int, int, int], num_classes: int):
+        if num_classes < 1:
+            raise ValueError("it is conditional and needs labelled data (the data have no classes)")
+        self.classes = num_classes
+        super().__init__(z_dim, hidden, image_shape=image_shape)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes
 
     def _with_one_hot(self, features: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if y is None:

@@ -1,0 +1,133 @@
+"""A user's own model, prior and likelihood (the file and configs of docs/extending.md, run as
+written) and a user's own image sizes, each a real short run on real images."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import vae_lab
+from conftest import DATA_ROOT, REPO
+from vae_lab.data import load_torchvision
+
+
+QUICK = ["epochs=1", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "callbacks.figures.every_n_epochs=0"]
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", (REPO / "docs" / "extending.md").read_text(), re.S)
+
+
+def fashion_images(n: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """n Fashion-MNIST training images padded to H x W and, for 3 channels, tinted (a colour per
+    class), as uint8 N x H x W (grey) or N x H x W x 3 arrays, with their labels."""
+    images, labels = load_torchvision("fashion_mnist", DATA_ROOT, train=True, download=False).tensors
+    images, labels = images[:n, 0], labels[:n]
+    colours, height, width = shape
+    top, left = (height - 28) // 2, (width - 28) // 2
+    canvas = torch.zeros(n, height, width)
+    canvas[:, top:top + 28, left:left + 28] = images
+    if colours == 3:
+        tint = torch.rand(10, 3, generator=torch.Generator().manual_seed(0)) * 0.7 + 0.3
+        canvas = canvas.unsqueeze(-1) * tint[labels].view(n, 1, 1, 3)
+    return (canvas * 255).round().to(torch.uint8).numpy(), labels.numpy()
+
+
+def run_module(module: str, *args: str, cwd, plugins: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VAE_LAB_DATA": str(DATA_ROOT)}
+    env.pop("PYTHONPATH", None)
+    command = [sys.executable, "-m", module, *args, *(["plugins=[my_lab]"] if plugins else [])]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def plugin_folder(tmp_path_factory):
+    """A folder outside the repository holding docs/extending.md's my_lab.py and my_conf/, and a
+    3x32x32 colour arrays file."""
+    folder = tmp_path_factory.mktemp("user")
+    assert REPO not in folder.parents
+    (folder / "my_lab.py").write_text(blocks("python")[0])
+    for group, text in zip(("model/resnet", "prior/diagonal", "loss/laplace"), blocks("yaml")):
+        (folder / "my_conf" / group).with_suffix(".yaml").parent.mkdir(parents=True, exist_ok=True)
+        (folder / "my_conf" / f"{group}.yaml").write_text(text)
+    images, labels = fashion_images(600, (3, 32, 32))
+    np.savez(folder / "colour.npz", images=images, labels=labels)
+    return folder
+
+
+def test_a_plugin_model_prior_and_likelihood_train_evaluate_generate_resume_and_load(plugin_folder, monkeypatch):
+    folder = plugin_folder
+    own = ["model=resnet", "prior=diagonal", "loss=laplace", "model.activation=gelu", "model.dropout=0.1",
+           f"hydra.searchpath=[file://{folder / 'my_conf'}]", "data=images", f"data.path={folder / 'colour.npz'}"]
+    first = run_module("vae_lab.train", *own, *QUICK, "output_dir=outputs/first", cwd=folder)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = folder / "outputs" / "first"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["name"] == "resnet" and config["prior"]["name"] == "diagonal"
+    assert config["loss"]["likelihood"] == {"name": "laplace", "scale": 0.1} and config["plugins"] == ["my_lab"]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert {"model.prior.mean", "model.prior.log_var"} <= set(state)  # the learned prior travels with the model
+    assert not torch.equal(state["model.prior.mean"], torch.zeros_like(state["model.prior.mean"]))  # and trained
+
+    evaluated = run_module("vae_lab.evaluate", f"run={run}", "k=5", "n_images=50", "n_samples=0", cwd=folder)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_nll_laplace"]) and metrics["likelihood"] == "laplace"
+
+    generated = run_module("vae_lab.generate", f"run={run}", "n=9", cwd=folder)
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    assert np.load(run / "generated" / "samples.npy").shape == (9, 32, 32, 3)
+
+    resumed = run_module("vae_lab.train", *own, *QUICK, "epochs=2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                         "output_dir=outputs/resumed", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(folder / "outputs" / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+
+    monkeypatch.chdir(folder)  # load_plugins imports from the current folder, as python -m does
+    opened = vae_lab.load_run(run, plugins=["my_lab"])
+    assert type(opened.model).__name__ == "ResNetVAE" and type(opened.model.prior).__name__ == "LearnedDiagonal"
+    assert opened.samples(n=4).size == (2 * 34 + 2, 2 * 34 + 2) and opened.samples(n=4).mode == "RGB"
+
+
+def test_a_plugin_checkpoint_read_without_the_plugin_is_one_line(plugin_folder):
+    folder = plugin_folder
+    own = ["model=resnet", f"hydra.searchpath=[file://{folder / 'my_conf'}]", "data=images",
+           f"data.path={folder / 'colour.npz'}"]
+    trained = run_module("vae_lab.train", *own, *QUICK, "output_dir=outputs/lonely", cwd=folder)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = folder / "outputs" / "lonely" / "checkpoints" / "last.ckpt"
+    for module, args in (("vae_lab.evaluate", ["k=2", "n_images=10", "n_samples=0"]), ("vae_lab.generate", ["n=4"])):
+        refused = run_module(module, f"run={checkpoint}", *args, cwd=folder, plugins=False)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "model.name=resnet is not a registered model" in refused.stderr
+        assert "plugins=[my_lab]" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 64, 64)])
+@pytest.mark.parametrize("model", ["dense", "conv"])
+def test_arrays_of_other_sizes_and_colours_train_and_give_pictures_of_their_size(model, shape, tmp_path):
+    images, labels = fashion_images(600, shape)
+    np.savez(tmp_path / "images.npz", images=images, labels=labels)
+    run = tmp_path / "run"
+    result = run_module("vae_lab.train", f"model={model}", "z_dim=2", "data=images", f"data.path={tmp_path / 'images.npz'}",
+                        *QUICK, f"output_dir={run}", cwd=tmp_path, plugins=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    colours, height, width = shape
+    for name, tiles in {"samples.png": 8, "reconstructions.png": 16, "manifold.png": 16}.items():
+        picture = Image.open(run / name)
+        assert picture.size[0] == tiles * (width + 2) + 2, name
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+        coloured = np.abs(pixels[..., 0] - pixels[..., 1]).max() > 0
+        assert coloured == (colours == 3), name  # colour pictures exactly when the data are
+    evaluated = run_module("vae_lab.evaluate", f"run={run}", "k=5", "n_images=50", "n_samples=0", cwd=tmp_path, plugins=False)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_nll_bce"]) and metrics["n_images"] == 50
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["image_shape"] == list(shape) and config["data"]["num_classes"] == 10

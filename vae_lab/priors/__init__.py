@@ -1,0 +1,8 @@
+"""The priors p(z). One per file, registered in ``vae_lab.registry.PRIORS`` and chosen by
+``prior=`` (vae_lab/conf/prior/*.yaml). A prior is a module of the model, so a learned one trains
+with it and travels in its checkpoint."""
+from vae_lab.priors.base import Prior
+from vae_lab.priors.standard import StandardNormal
+from vae_lab.registry import PRIORS
+
+__all__ = ["Prior", "StandardNormal", "PRIORS"]

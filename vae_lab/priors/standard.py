@@ -1,0 +1,37 @@
+"""``prior=standard``: z ~ N(0, I), the prior of Kingma & Welling (2013), with the closed-form KL of
+their Appendix B: KL(N(mu, σ²) ‖ N(0, 1)) = 0.5 · (mu² + σ² − 1 − log σ²) per dimension."""
+import math
+
+import torch
+
+from vae_lab.priors.base import Prior
+from vae_lab.registry import PRIORS
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I), summed over the last dimension (nats)."""
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def standard_normal_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) ‖ N(0, I)) per dimension, in nats; the shape of mu."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+@PRIORS.register("standard")
+class StandardNormal(Prior):
+    closed_form_kl = True
+
+    def log_prob(self, z):
+        return standard_normal_log_prob(z)
+
+    def kl_per_dim(self, mu, logvar):
+        return standard_normal_kl(mu, logvar)
+
+    def sample(self, n, generator=None, temperature=1.0):
+        return temperature * torch.randn(n, self.z_dim, generator=generator)
+
+    def quantiles(self, probabilities):
+        return torch.special.ndtri(probabilities.double()).float().unsqueeze(1).expand(-1, self.z_dim)
