@@ -12,7 +12,6 @@ import torch
 import yaml
 from PIL import Image
 
-import vae_lab
 from conftest import DATA_ROOT, REPO
 from vae_lab.data import load_torchvision
 
@@ -61,7 +60,7 @@ def plugin_folder(tmp_path_factory):
     return folder
 
 
-def test_a_plugin_model_prior_and_likelihood_train_evaluate_generate_resume_and_load(plugin_folder, monkeypatch):
+def test_a_plugin_model_prior_and_likelihood_train_evaluate_generate_resume_and_load(plugin_folder):
     folder = plugin_folder
     own = ["model=resnet", "prior=diagonal", "loss=laplace", "model.activation=gelu", "model.dropout=0.1",
            f"hydra.searchpath=[file://{folder / 'my_conf'}]", "data=images", f"data.path={folder / 'colour.npz'}"]
@@ -89,10 +88,13 @@ def test_a_plugin_model_prior_and_likelihood_train_evaluate_generate_resume_and_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(folder / "outputs" / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
 
-    monkeypatch.chdir(folder)  # load_plugins imports from the current folder, as python -m does
-    opened = vae_lab.load_run(run, plugins=["my_lab"])
-    assert type(opened.model).__name__ == "ResNetVAE" and type(opened.model.prior).__name__ == "LearnedDiagonal"
-    assert opened.samples(n=4).size == (2 * 34 + 2, 2 * 34 + 2) and opened.samples(n=4).mode == "RGB"
+    # load_run in a process of its own, so that the plugin registers nowhere else (load_plugins
+    # imports from the current folder, as python -m does)
+    script = (f"import vae_lab; run = vae_lab.load_run({str(run)!r}, plugins=['my_lab']); picture = run.samples(n=4); "
+              "print(type(run.model).__name__, type(run.model.prior).__name__, picture.size, picture.mode)")
+    opened = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "VAE_LAB_DATA": str(DATA_ROOT)})
+    assert opened.stdout.split() == ["ResNetVAE", "LearnedDiagonal", "(70,", "70)", "RGB"], opened.stderr[-3000:]
 
 
 def test_a_plugin_checkpoint_read_without_the_plugin_is_one_line(plugin_folder):

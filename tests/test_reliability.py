@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+import vae_lab
 from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_sweep, run_train, scalars
 from vae_lab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vae_lab.errors import VaeLabError
@@ -301,3 +302,32 @@ def test_a_run_killed_after_a_worse_epoch_resumes_from_it_and_keeps_its_best(tmp
     assert all(torch.equal(carried["state_dict"][k], v) for k, v in earlier["state_dict"].items())
     assert best_score(load_checkpoint(resumed / "checkpoints" / "last.ckpt")) == best_score(load_checkpoint(last))
     assert "dirpath has changed" not in result.stderr
+
+
+@pytest.mark.parametrize("edit", [{"z_dim": 1_000_000_000_000}, {"hidden": [1_099_511_627_776, 2]}])
+def test_absurd_sizes_in_a_stored_config_are_refused_before_anything_is_built(edit, dense_checkpoint, tmp_path):
+    checkpoint = torch.load(dense_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"]["model"] = {**checkpoint["hyper_parameters"]["model"], **edit}
+    path = tmp_path / "big.ckpt"
+    torch.save(checkpoint, path)
+    line = f"error: {path}: refused, its run config does not describe its weights (model dense, first mismatch at "
+    for command, args in ((generate_main, ["n=4"]), (evaluate_main, ["k=2", "n_images=10", "n_samples=0"])):
+        with pytest.raises(SystemExit) as exit:
+            command([f"run={path}", *args])
+        assert str(exit.value.code).startswith(line) and "\n" not in str(exit.value.code)
+    with pytest.raises(VaeLabError, match="does not describe its weights"):
+        vae_lab.load_run(path).model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.ckpt"]  # nothing written beside it
+
+
+def test_a_checkpoint_outside_a_run_folder_gets_its_results_beside_it(dense_checkpoint, tmp_path):
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    loose = downloads / "model.ckpt"
+    loose.write_bytes(dense_checkpoint.read_bytes())
+    evaluate_main([f"run={loose}", "k=2", "n_images=20", "n_samples=0"])
+    generate_main([f"run={loose}", "n=4"])
+    assert sorted(p.name for p in downloads.iterdir()) == ["model-generated", "model-metrics.json", "model.ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Downloads"]  # nothing above the file's folder
+    run = vae_lab.load_run(loose)
+    assert run.folder == downloads and run.metrics["n_images"] == 20 and run.samples(n=4).size == (62, 62)
