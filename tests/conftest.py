@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+import vae_lab.models  # noqa: F401  first: flush subnormals before any operation starts torch's threads
 from vae_lab.config import CONF
 
 REPO = Path(__file__).resolve().parents[1]

@@ -140,7 +140,7 @@ def test_tensorboard_serves_the_run(short_runs):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
                 return json.loads(response.read())
 
-        deadline = time.time() + 90
+        deadline = time.time() + 300  # a bound so the test cannot hang, not a speed requirement
         while True:
             try:
                 scalar_tags = get("/data/plugin/scalars/tags")
@@ -148,7 +148,7 @@ def test_tensorboard_serves_the_run(short_runs):
                     break
             except OSError:
                 pass
-            assert time.time() < deadline, "tensorboard did not serve the run within 90 s"
+            assert time.time() < deadline, "tensorboard did not serve the run within 300 s"
             time.sleep(1)
         (run, tags), = scalar_tags.items()
         assert {"train/loss", "val/loss", "val/kl"} <= set(tags)

@@ -331,3 +331,21 @@ def test_a_checkpoint_outside_a_run_folder_gets_its_results_beside_it(dense_chec
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Downloads"]  # nothing above the file's folder
     run = vae_lab.load_run(loose)
     assert run.folder == downloads and run.metrics["n_images"] == 20 and run.samples(n=4).size == (62, 62)
+
+
+SUBNORMALS = "x = torch.full((2 ** 24,), 1e-39)"  # a parallel fill: 16M subnormal floats
+LEFT = "print(int(((x * 1.0) != 0).sum()))"  # how many a parallel product kept
+
+
+def test_every_intra_op_thread_flushes_subnormals_in_the_command_lines_and_in_this_process():
+    # A thread pool started before torch.set_flush_denormal keeps computing with subnormals in its
+    # worker threads: a share of every large result would then depend on which thread computed it.
+    started_first = subprocess.run([sys.executable, "-c", f"import torch; {SUBNORMALS}; torch.set_flush_denormal(True); {LEFT}"],
+                                   capture_output=True, text=True)
+    if torch.get_num_threads() > 1:
+        assert int(started_first.stdout) > 0  # the fault this guards against is real on this machine
+    as_train_py = subprocess.run([sys.executable, "-c", f"import vae_lab.training, torch; {SUBNORMALS}; {LEFT}"], cwd=REPO,
+                                 capture_output=True, text=True)
+    assert as_train_py.stdout.strip() == "0", as_train_py.stderr[-2000:]
+    x = torch.full((2 ** 24,), 1e-39)
+    assert int(((x * 1.0) != 0).sum()) == 0  # the test process, where trainings run in-process too

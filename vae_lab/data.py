@@ -166,6 +166,10 @@ def read_arrays(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise VaeLabError(f"{path}: no such file; data.path takes a .npz (images, labels) or .npy (images) file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith((b"\x93NUMPY", b"PK")):  # numpy < 1.25 would take any other bytes for a pickle
+        raise VaeLabError(f"{path}: empty or not a .npy or .npz file (it starts with {magic!r})")
     try:
         loaded = np.load(path, allow_pickle=False)
         arrays = {"images": loaded} if isinstance(loaded, np.ndarray) else {key: loaded[key] for key in loaded.files}

@@ -25,8 +25,11 @@ LOG_2PI = math.log(2 * math.pi)
 # Training drives many numbers towards zero (the gradients of saturated pixels, Adam's moments of
 # weights that barely move), and x86 processors compute on subnormal floats (below 1.2e-38) tens
 # of times slower: a 400-epoch run slowed from 7 to 15 s an epoch (docs/performance.md). Flushing
-# them to zero changes no number by more than 1.2e-38. Set when vae_lab's models are first
-# imported, before torch starts its CPU threads, which inherit the setting; for the whole process.
+# them to zero changes no number by more than 1.2e-38. The setting belongs to a thread: torch's
+# intra-op threads inherit it only when they start after it (a thread pool started by an earlier
+# large operation keeps computing with subnormals, and its share of a result then differs in the
+# last bits from the main thread's). So it is set when vae_lab's models are first imported, which
+# the command lines do before any tensor operation (tests/test_reliability.py checks every thread).
 torch.set_flush_denormal(True)
 
 
