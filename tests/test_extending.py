@@ -133,3 +133,21 @@ def test_arrays_of_other_sizes_and_colours_train_and_give_pictures_of_their_size
     assert np.isfinite(metrics["test_nll_bce"]) and metrics["n_images"] == 50
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["image_shape"] == list(shape) and config["data"]["num_classes"] == 10
+
+
+def test_a_learned_mixture_prior_one_file_and_one_yaml_trains_evaluates_and_samples(tmp_path):
+    run = tmp_path / "run"
+    trained = run_module("vae_lab.train", "prior=mog", "prior.components=5", "z_dim=2", "epochs=2",
+                         "trainer.limit_train_batches=30", "trainer.limit_val_batches=2", f"output_dir={run}",
+                         cwd=tmp_path, plugins=False)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["model.prior.means"].shape == (5, 2) and state["model.prior.logits"].abs().max() > 0  # learned
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final"]["val_kl"] > 0 and np.isfinite(summary["final"]["val_loss"])
+    evaluated = run_module("vae_lab.evaluate", f"run={run}", "k=20", "n_images=100", "n_samples=0", cwd=tmp_path,
+                           plugins=False)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["kl_per_dim"] is None and metrics["test_nll_bce"] <= -metrics["test_elbo"] + 1.0  # k=20 tightens
+    assert (run / "manifold.png").is_file() and (run / "samples.png").is_file()

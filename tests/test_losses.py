@@ -6,7 +6,7 @@ from vae_lab.errors import VaeLabError
 from conftest import make_model
 from vae_lab.likelihoods import Likelihood, build_likelihood
 from vae_lab.losses import VAELoss
-from vae_lab.priors import StandardNormal
+from vae_lab.priors import MixtureOfGaussians, StandardNormal
 from vae_lab.schedules import Constant
 
 
@@ -118,3 +118,29 @@ def test_losses_are_per_sample_batch_means():
 def test_unknown_likelihood_is_refused():
     with pytest.raises(VaeLabError, match=r"likelihood.name=gaussian is not a registered likelihood \(registered: bce, mse\)"):
         VAELoss("gaussian")
+
+
+def test_the_mixture_prior_has_the_density_of_torchs_mixture_and_samples_from_it():
+    torch.manual_seed(0)
+    prior = MixtureOfGaussians(z_dim=3, components=4)
+    with torch.no_grad():
+        prior.log_vars.normal_(0, 0.5), prior.logits.normal_()
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=prior.logits),
+        torch.distributions.Independent(torch.distributions.Normal(prior.means, (0.5 * prior.log_vars).exp()), 1))
+    z = torch.randn(2, 5, 3)
+    torch.testing.assert_close(prior.log_prob(z), mixture.log_prob(z))
+    draws = prior.sample(200_000, torch.Generator().manual_seed(1)).detach()
+    torch.testing.assert_close(draws.mean(0), mixture.mean.detach(), atol=0.02, rtol=0)
+    torch.testing.assert_close(draws.var(0), mixture.variance.detach(), atol=0.05, rtol=0.02)
+
+
+def test_a_one_component_standard_mixture_gives_the_closed_form_kl_by_monte_carlo():
+    torch.manual_seed(0)
+    prior = MixtureOfGaussians(z_dim=3, components=1)
+    with torch.no_grad():
+        prior.means.zero_()
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(100_000, 4, 3)
+    closed_form = StandardNormal(3).kl_per_dim(mu, logvar).sum(1)
+    torch.testing.assert_close(prior.kl(mu, logvar, z), closed_form, atol=0.05, rtol=0.02)

@@ -25,7 +25,6 @@ from vae_lab.registry import load_plugins
 from vae_lab.summary import SUMMARY_FILE
 
 
-
 def compose_config(*overrides: str, **settings):
     """The config ``python train.py <overrides>`` would get (keyword arguments are overrides too:
     epochs=5 is "epochs=5"), with the run folder chosen as train.py chooses it unless

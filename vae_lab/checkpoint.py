@@ -96,7 +96,9 @@ def stored_config(checkpoint: dict, path: str | os.PathLike) -> dict:
     try:
         with torch.device("meta"):  # shapes only: a size read from the file allocates nothing
             skeleton = build_model(config)
-        data = config.get("data") if isinstance(config.get("data"), dict) else {}
+        if not isinstance(config.get("data"), dict):
+            config["data"] = {}
+        data = config["data"]
         data.setdefault("name", "mnist")  # runs from before data.name existed trained on MNIST
         DATASETS.get(data["name"], plugins)
     except VaeLabError as error:

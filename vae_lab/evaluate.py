@@ -38,6 +38,7 @@ from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.data import binarized_split, data_root, load_split, seen_training_split
 from vae_lab.registry import load_plugins, name_of
 from vae_lab.samplers import FromPrior, build_sampler, fitted_sampler
+from vae_lab.errors import VaeLabError
 from vae_lab.io import write_json
 from vae_lab.summary import Recording
 
@@ -45,11 +46,16 @@ DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "se
             "sampler": {"name": "prior"}, "out": None, "classifier": None, "data_root": None, "plugins": []}
 
 
+def root_of(data: dict, given: str | None) -> str | None:
+    """Where a data set with a ``root`` (torchvision's) is read by the tools (``vae_lab.data.data_root``)."""
+    return data_root(given, data["root"]) if "root" in data else None
+
+
 def training_images(config: dict, root: str | None = None):
     """The run's training images as its model sees them outside training batches
     (``vae_lab.data.seen_training_split``): what a sampler is fitted on."""
     data = config["data"]
-    train = load_split(data, train=True, root=data_root(root, data.get("root")) if "root" in data else None)
+    train = load_split(data, train=True, root=root_of(data, root))
     return seen_training_split(train, data.get("binarize", "none"), data["seed"])
 
 
@@ -57,7 +63,7 @@ def load_test_images(config: dict, root: str | None = None):
     """(the run's grey test images, the same binarized as its data.binarize says); TensorDatasets.
     ``root`` overrides where a torchvision data set is read (else VAE_LAB_DATA, else the run's)."""
     data = config["data"]
-    grey = load_split(data, train=False, root=data_root(root, data.get("root")) if "root" in data else None)
+    grey = load_split(data, train=False, root=root_of(data, root))
     return grey, binarized_split(grey, data.get("binarize", "none"), data["seed"], train=False)
 
 
@@ -81,6 +87,9 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
         "likelihood": likelihood, "binarize": config["data"].get("binarize", "none"),
     }
     if n_samples and classifier:
+        if classifier[0].image_shape != tuple(images.shape[1:]):
+            raise VaeLabError(f"the classifier judges images of {classifier[0].image_shape}, this run's are "
+                              f"{tuple(images.shape[1:])}; train one for its data (python -m vae_lab.classifier)")
         # FID against the grey digits: samples are pixel probabilities, the mean of a binarized draw
         sampler = sampler or FromPrior()
         result.update(metrics.sample_quality(model, classifier[0], grey.tensors[0], n_samples, seed, sampler=sampler),

@@ -1,4 +1,5 @@
-"""Train one run from a composed config: ``train(cfg)``; ``python train.py`` wraps it with Hydra."""
+"""Train one run from a composed config: ``train(cfg)``; ``python -m vae_lab.train`` (and ``python train.py``)
+wraps it with Hydra."""
 import logging
 import warnings
 from collections.abc import Sequence

@@ -2,7 +2,8 @@
 ``prior=`` (vae_lab/conf/prior/*.yaml). A prior is a module of the model, so a learned one trains
 with it and travels in its checkpoint."""
 from vae_lab.priors.base import Prior
-from vae_lab.priors.standard import StandardNormal
+from vae_lab.priors.standard import StandardNormal  # registered first: the registry lists names in this order
+from vae_lab.priors.mixture import MixtureOfGaussians  # noqa: I001
 from vae_lab.registry import PRIORS
 
-__all__ = ["Prior", "StandardNormal", "PRIORS"]
+__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "PRIORS"]

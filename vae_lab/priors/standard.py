@@ -1,13 +1,10 @@
 """``prior=standard``: z ~ N(0, I), the prior of Kingma & Welling (2013), with the closed-form KL of
 their Appendix B: KL(N(mu, σ²) ‖ N(0, 1)) = 0.5 · (mu² + σ² − 1 − log σ²) per dimension."""
-import math
-
 import torch
 
+from vae_lab.models.base import LOG_2PI
 from vae_lab.priors.base import Prior
 from vae_lab.registry import PRIORS
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
