@@ -151,3 +151,16 @@ def test_a_learned_mixture_prior_one_file_and_one_yaml_trains_evaluates_and_samp
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["kl_per_dim"] is None and metrics["test_nll_bce"] <= -metrics["test_elbo"] + 1.0  # k=20 tightens
     assert (run / "manifold.png").is_file() and (run / "samples.png").is_file()
+
+
+def test_an_installed_plugin_registers_through_the_entry_point_group_without_naming_it(plugin_folder, tmp_path):
+    site = tmp_path / "site"  # what pip leaves for a package declaring [project.entry-points."vae_lab.plugins"]
+    info = site / "my_lab-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my_lab\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vae_lab.plugins]\nmy_lab = my_lab\n")
+    (site / "my_lab.py").write_text((plugin_folder / "my_lab.py").read_text())
+    script = "from vae_lab.registry import MODELS, load_plugins; load_plugins(); print(MODELS.names())"
+    found = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(site)})
+    assert found.stdout.strip() == "['dense', 'conv', 'cvae', 'resnet']", found.stderr[-2000:]
