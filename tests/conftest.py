@@ -128,7 +128,7 @@ def table_rows(text: str) -> list[list[str]]:
 # The two tiers (README): `pytest -m "not slow"` leaves out every test that trains a real run, through
 # a fixture that trains (the closure of a test's fixtures) or by starting a training itself.
 TRAINING_FIXTURES = {"short_runs", "classifier_path", "dense_checkpoint", "fashion_classifier", "beta_sweep",
-                     "parallel_sweep", "plugin_folder"}
+                     "parallel_sweep", "plugin_folder", "plugin_run"}
 STARTS_A_RUN = re.compile(r"\b(run_train|run_sweep|train|train_run|run_module|rising_run|train_classifier|subprocess\.run)\(")
 
 

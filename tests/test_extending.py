@@ -12,8 +12,10 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import DATA_ROOT, REPO
+from conftest import DATA_ROOT, REPO, make_config
 from vae_lab.data import load_torchvision
+from vae_lab.evaluate import main as evaluate_main
+from vae_lab.training import train
 
 
 QUICK = ["epochs=1", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "callbacks.figures.every_n_epochs=0"]
@@ -60,13 +62,21 @@ def plugin_folder(tmp_path_factory):
     return folder
 
 
-def test_a_plugin_model_prior_and_likelihood_train_evaluate_generate_resume_and_load(plugin_folder):
-    folder = plugin_folder
-    own = ["model=resnet", "prior=diagonal", "loss=laplace", "model.activation=gelu", "model.dropout=0.1",
-           f"hydra.searchpath=[file://{folder / 'my_conf'}]", "data=images", f"data.path={folder / 'colour.npz'}"]
-    first = run_module("vae_lab.train", *own, *QUICK, "output_dir=outputs/first", cwd=folder)
+def own_components(folder) -> list[str]:
+    return ["model=resnet", "prior=diagonal", "loss=laplace", "model.activation=gelu", "model.dropout=0.1",
+            f"hydra.searchpath=[file://{folder / 'my_conf'}]", "data=images", f"data.path={folder / 'colour.npz'}"]
+
+
+@pytest.fixture(scope="module")
+def plugin_run(plugin_folder):
+    """A run of the plugin's model, prior and likelihood, trained through plugins=[my_lab]."""
+    first = run_module("vae_lab.train", *own_components(plugin_folder), *QUICK, "output_dir=outputs/first", cwd=plugin_folder)
     assert first.returncode == 0, first.stderr[-3000:]
-    run = folder / "outputs" / "first"
+    return plugin_folder / "outputs" / "first"
+
+
+def test_a_plugin_model_prior_and_likelihood_train_evaluate_generate_resume_and_load(plugin_folder, plugin_run):
+    folder, run, own = plugin_folder, plugin_run, own_components(plugin_folder)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["name"] == "resnet" and config["prior"]["name"] == "diagonal"
     assert config["loss"]["likelihood"] == {"name": "laplace", "scale": 0.1} and config["plugins"] == ["my_lab"]
@@ -97,13 +107,8 @@ def test_a_plugin_model_prior_and_likelihood_train_evaluate_generate_resume_and_
     assert opened.stdout.split() == ["ResNetVAE", "LearnedDiagonal", "(70,", "70)", "RGB"], opened.stderr[-3000:]
 
 
-def test_a_plugin_checkpoint_read_without_the_plugin_is_one_line(plugin_folder):
-    folder = plugin_folder
-    own = ["model=resnet", f"hydra.searchpath=[file://{folder / 'my_conf'}]", "data=images",
-           f"data.path={folder / 'colour.npz'}"]
-    trained = run_module("vae_lab.train", *own, *QUICK, "output_dir=outputs/lonely", cwd=folder)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    checkpoint = folder / "outputs" / "lonely" / "checkpoints" / "last.ckpt"
+def test_a_plugin_checkpoint_read_without_the_plugin_is_one_line(plugin_folder, plugin_run):
+    folder, checkpoint = plugin_folder, plugin_run / "checkpoints" / "last.ckpt"
     for module, args in (("vae_lab.evaluate", ["k=2", "n_images=10", "n_samples=0"]), ("vae_lab.generate", ["n=4"])):
         refused = run_module(module, f"run={checkpoint}", *args, cwd=folder, plugins=False)
         assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
@@ -116,10 +121,9 @@ def test_a_plugin_checkpoint_read_without_the_plugin_is_one_line(plugin_folder):
 def test_arrays_of_other_sizes_and_colours_train_and_give_pictures_of_their_size(model, shape, tmp_path):
     images, labels = fashion_images(600, shape)
     np.savez(tmp_path / "images.npz", images=images, labels=labels)
-    run = tmp_path / "run"
-    result = run_module("vae_lab.train", f"model={model}", "z_dim=2", "data=images", f"data.path={tmp_path / 'images.npz'}",
-                        *QUICK, f"output_dir={run}", cwd=tmp_path, plugins=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"  # in this process: the registries hold only vae_lab's own components here
+    train(make_config(run, f"model={model}", "z_dim=2", "data=images", f"data.path={tmp_path / 'images.npz'}",
+                      *QUICK, "callbacks.progress_bar=null"))
     colours, height, width = shape
     for name, tiles in {"samples.png": 8, "reconstructions.png": 16, "manifold.png": 16}.items():
         picture = Image.open(run / name)
@@ -127,8 +131,7 @@ def test_arrays_of_other_sizes_and_colours_train_and_give_pictures_of_their_size
         pixels = np.asarray(picture.convert("RGB")).astype(int)
         coloured = np.abs(pixels[..., 0] - pixels[..., 1]).max() > 0
         assert coloured == (colours == 3), name  # colour pictures exactly when the data are
-    evaluated = run_module("vae_lab.evaluate", f"run={run}", "k=5", "n_images=50", "n_samples=0", cwd=tmp_path, plugins=False)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    evaluate_main([f"run={run}", "k=5", "n_images=50", "n_samples=0"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(metrics["test_nll_bce"]) and metrics["n_images"] == 50
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -137,17 +140,13 @@ def test_arrays_of_other_sizes_and_colours_train_and_give_pictures_of_their_size
 
 def test_a_learned_mixture_prior_one_file_and_one_yaml_trains_evaluates_and_samples(tmp_path):
     run = tmp_path / "run"
-    trained = run_module("vae_lab.train", "prior=mog", "prior.components=5", "z_dim=2", "epochs=2",
-                         "trainer.limit_train_batches=30", "trainer.limit_val_batches=2", f"output_dir={run}",
-                         cwd=tmp_path, plugins=False)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    train(make_config(run, "prior=mog", "prior.components=5", "z_dim=2", "epochs=2", "trainer.limit_train_batches=30",
+                      "trainer.limit_val_batches=2", "callbacks.progress_bar=null"))
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state["model.prior.means"].shape == (5, 2) and state["model.prior.logits"].abs().max() > 0  # learned
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final"]["val_kl"] > 0 and np.isfinite(summary["final"]["val_loss"])
-    evaluated = run_module("vae_lab.evaluate", f"run={run}", "k=20", "n_images=100", "n_samples=0", cwd=tmp_path,
-                           plugins=False)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    evaluate_main([f"run={run}", "k=20", "n_images=100", "n_samples=0"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["kl_per_dim"] is None and metrics["test_nll_bce"] <= -metrics["test_elbo"] + 1.0  # k=20 tightens
     assert (run / "manifold.png").is_file() and (run / "samples.png").is_file()

@@ -158,7 +158,7 @@ class FigureLogger(Recording):
 
     Every ``every_n_epochs`` validation epochs (and at initialisation; 0 = only at the end) it logs
     ``images/reconstructions`` (16 fixed test digits over their reconstructions),
-    ``images/samples`` (``n_samples`` fixed z ~ N(0, I), drawn once from the run's seed) or, for a
+    ``images/samples`` (``n_samples`` fixed draws from the prior, from the run's seed) or, for a
     conditional model, ``images/digits`` (one row per digit), and by latent size
     ``images/manifold`` and ``figures/latent_scatter`` (z_dim = 2) or ``images/traversal`` (z_dim > 2),
     and ``images/kl_per_dim``, the KL of every latent dimension at every validation logged so far.
