@@ -6,8 +6,6 @@ import subprocess
 import sys
 import zipfile
 
-import pytest
-
 from conftest import DATA_ROOT, REPO
 
 

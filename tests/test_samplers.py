@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA_ROOT, TINY_RUN, run_train
+from conftest import TINY_RUN, run_train
 from vae_lab.checkpoint import load_model
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 

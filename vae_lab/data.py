@@ -205,17 +205,6 @@ def read_arrays(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     return pixels.contiguous(), torch.from_numpy(labels.astype(np.int64))
 
 
-def load_arrays(path: str | os.PathLike, train: bool, test_fraction: float = 0.1) -> TensorDataset:
-    """One split of an arrays file (``read_arrays``): a fixed shuffle (seed 0, whatever the run's
-    seed, so every run validates on the same images) puts ``test_fraction`` of them in the test
-    split, at least one."""
-    images, labels = read_arrays(path)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-    n_test = min(len(images) - 1, max(1, round(test_fraction * len(images))))
-    index = order[n_test:] if train else order[:n_test]
-    return TensorDataset(images[index], labels[index])
-
-
 class DataSet:
     """A registered data set: ``load(train)`` gives one split as TensorDataset(images (N, C, H, W)
     float in [0, 1], labels (N,) int64, NO_LABEL where there is none); ``source()`` its settings as
