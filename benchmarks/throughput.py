@@ -25,8 +25,10 @@ Parts (docs/performance.md has the figures and what they mean):
 Run it on a quiet machine: anything else on the cores shows up in every figure.
 """
 import argparse
+import cProfile
 import logging
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -56,14 +58,16 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = data_root()
 MODELS = ("dense", "conv")  # the models measured
 ELBO = Constant(1.0)  # the default KL schedule: β = 1
-WARMUP = 10  # steps before any timing
-# ratios: (steps per turn, turns) per model, a few tenths of a second per way and turn
-WINDOWS = {"dense": (50, 8), "conv": (15, 8)}
+WARMUP = 16  # batches before any timing
+# ratios: (batches per turn, turns) per model, a few tenths of a second per way and turn; WARMUP
+# and the turns are multiples of every trainer.steps_per_execution measured (1, 2, 4, 8, 16)
+WINDOWS = {"dense": (48, 8), "conv": (16, 8)}
 TRAIN_IMAGES = 60_000
 # vae_lab's default trainer takes a GPU when there is one; the plain loops then run there too
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 REPORT = []  # the lines of the summary
 COMPILE_MODELS = list(MODELS)  # --compile-models
+STEPS_PER_EXECUTION = [1, 8]  # --steps-per-execution: the Ks of ratios and profile
 
 
 def synchronized_clock() -> float:
@@ -74,17 +78,18 @@ def synchronized_clock() -> float:
 
 
 class Clock(Callback):
-    """perf_counter() at the start of every training step, and around validation during fit.
+    """perf_counter() at the end of every Lightning training step, by the batches the epoch has
+    done (a step takes trainer.steps_per_execution of them), and around validation during fit.
 
-    Timing from the start of one step to the start of a later one counts everything a step costs:
-    loading the batch, the step, logging, the progress bar and every callback.
+    Timing from the end of one step to the end of a later one counts everything a step costs:
+    loading the batches, the optimizer steps, logging, the progress bar and every callback.
     """
 
     def __init__(self):
-        self.steps, self.validation = [], []
+        self.at, self.validation = {}, []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.steps.append(synchronized_clock())
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.at[batch_idx + 1] = synchronized_clock()  # batch_idx: the last batch the step took
 
     def on_validation_start(self, trainer, pl_module):
         if trainer.state.fn == "fit":
@@ -94,8 +99,17 @@ class Clock(Callback):
         if trainer.state.fn == "fit":
             self.validation[-1] = time.perf_counter() - self.validation[-1]
 
-    def images_per_second(self, first: int, steps: int, batch_size: int) -> float:
-        return steps * batch_size / (self.steps[first + steps] - self.steps[first])
+    def images_per_second(self, first: int, batches: int, batch_size: int) -> float:
+        """Over the steps that ended after batch ``first`` and by batch ``first + batches``."""
+        start = min(n for n in self.at if n >= first)
+        end = max(n for n in self.at if n <= first + batches)
+        return (end - start) * batch_size / (self.at[end] - self.at[start])
+
+    def seconds_per_epoch(self) -> float:
+        """The training steps' seconds, from the first step's end to the last's, per batch, times
+        the epoch's batches."""
+        first, last = min(self.at), max(self.at)
+        return (self.at[last] - self.at[first]) * last / (last - first)
 
 
 class Interleaved(Callback):
@@ -111,8 +125,9 @@ class Interleaved(Callback):
         self.images = dict.fromkeys(self.seconds, 0)
         self.started = None  # when the running window of the watched run began
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx < WARMUP or (batch_idx - WARMUP) % self.window:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        done = batch_idx + 1  # batches of the epoch done (a multiple of steps_per_execution)
+        if done < WARMUP or (done - WARMUP) % self.window:
             return
         if self.started is None:  # the plain loops' warm-up
             for step in self.plain_loops.values():
@@ -121,7 +136,7 @@ class Interleaved(Callback):
         else:
             self.seconds[self.watched] += synchronized_clock() - self.started
             self.images[self.watched] += self.window * batch[0].shape[0]
-        if (batch_idx - WARMUP) // self.window == self.windows:
+        if (done - WARMUP) // self.window == self.windows:
             return
         for name, step in self.plain_loops.items():
             start = synchronized_clock()
@@ -220,29 +235,77 @@ def part_ratios(repeats: int) -> None:
     datamodule.setup()
     images, labels = (t.to(DEVICE) for t in datamodule.train_set.tensors)  # the tight loop's tensors
     classic_dataset = MNIST(DATA_ROOT, train=True, transform=ToTensor())
-    report(f"\n## ratios: images/s at batch 128, the three ways taking turns in {repeats} runs")
+    report(f"\n## ratios: images/s at batch 128, the three ways taking turns in {repeats} runs "
+           f"per trainer.steps_per_execution (K = {', '.join(map(str, STEPS_PER_EXECUTION))})")
     for name, (window, windows) in WINDOWS.items():
-        runs = []
+        runs = {k: [] for k in STEPS_PER_EXECUTION}
         for _ in range(repeats):
-            plain_loops = {
-                "tight": plain_loop(name, shuffled_batches(images, labels)),
-                # pytorch/examples adds loader workers only for CUDA
-                "classic": plain_loop(name, epochs_of(lambda: DataLoader(classic_dataset, batch_size=128, shuffle=True)),
-                                      read_loss=True),
-            }
-            watch = Interleaved(plain_loops, window, windows)
-            vae_lab_run(f"model={name}", "epochs=1", f"trainer.limit_train_batches={WARMUP + window * windows + 1}",
-                        watch=watch)
-            runs.append(watch.images_per_second())
-        for way in runs[0]:
-            rates = [run[way] for run in runs]
-            report(f"{name:5s} {way:8s} {statistics.median(rates):6.0f} images/s  (runs: {', '.join(f'{r:.0f}' for r in rates)})")
-        tight_target = {"dense": 0.90, "conv": 0.95}[name]  # the targets of docs/performance.md
-        for a, b, target in [("vae_lab", "tight", tight_target), ("vae_lab", "classic", 2.3), ("tight", "classic", None)]:
-            ratios = [run[a] / run[b] for run in runs]
-            goal = f"target >= {target}" if target else "the most any framework could reach"
-            report(f"{name:5s} {a} / {b} = {statistics.median(ratios):.2f}  "
-                   f"(runs: {', '.join(f'{r:.2f}' for r in ratios)})   {goal}")
+            for k in STEPS_PER_EXECUTION:  # the Ks take turns too
+                plain_loops = {
+                    "tight": plain_loop(name, shuffled_batches(images, labels)),
+                    # pytorch/examples adds loader workers only for CUDA
+                    "classic": plain_loop(name, epochs_of(lambda: DataLoader(classic_dataset, batch_size=128, shuffle=True)),
+                                          read_loss=True),
+                }
+                watch = Interleaved(plain_loops, window, windows)
+                vae_lab_run(f"model={name}", "epochs=1", f"trainer.limit_train_batches={WARMUP + window * windows}",
+                            f"trainer.steps_per_execution={k}", watch=watch)
+                runs[k].append(watch.images_per_second())
+        tight_target = {"dense": 0.95, "conv": 0.98}[name]  # the targets of docs/performance.md
+        for k in STEPS_PER_EXECUTION:
+            for way in runs[k][0]:
+                rates = [run[way] for run in runs[k]]
+                report(f"{name:5s} K={k:<2d} {way:8s} {statistics.median(rates):6.0f} images/s  "
+                       f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+            for a, b, target in [("vae_lab", "tight", tight_target), ("vae_lab", "classic", None),
+                                 ("tight", "classic", None)]:
+                ratios = [run[a] / run[b] for run in runs[k]]
+                goal = f"target >= {target}" if target else ""
+                report(f"{name:5s} K={k:<2d} {a} / {b} = {statistics.median(ratios):.2f}  "
+                       f"(runs: {', '.join(f'{r:.2f}' for r in ratios)})   {goal}")
+
+
+class Profiled(Callback):
+    """cProfile over ``batches`` batches of a run after WARMUP (Lightning steps of whole K)."""
+
+    def __init__(self, batches: int):
+        self.batches, self.profile = batches, cProfile.Profile()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx + 1 == WARMUP:
+            self.profile.enable()
+        elif batch_idx + 1 == WARMUP + self.batches:
+            self.profile.disable()
+
+
+def calls_by_package(profile: cProfile.Profile) -> dict[str, int]:
+    """Function calls (primitive and recursive) by where the function lives."""
+    calls = dict.fromkeys(["lightning", "torch", "vae_lab", "other"], 0)
+    for (filename, _, _), (_, total, *_) in pstats.Stats(profile).stats.items():
+        package = next((p for p in ("lightning", "torch", "vae_lab") if f"/{p}/" in filename), "other")
+        calls[package] += total
+    return calls
+
+
+def part_profile(repeats: int) -> None:
+    """Python calls per optimizer step (cProfile), by package: vae_lab at each K and the tight loop."""
+    batches = 96
+    report(f"\n## profile: Python function calls per optimizer step (cProfile over {batches} batches, dense)")
+    for k in STEPS_PER_EXECUTION:
+        watch = Profiled(batches)
+        vae_lab_run("model=dense", "epochs=1", f"trainer.limit_train_batches={WARMUP + batches}",
+                    f"trainer.steps_per_execution={k}", watch=watch)
+        calls = calls_by_package(watch.profile)
+        report(f"vae_lab K={k:<2d} {sum(calls.values()) / batches:6.0f} calls/step: "
+               + ", ".join(f"{p} {n / batches:.0f}" for p, n in calls.items()))
+    datamodule = ImageDataModule(root=DATA_ROOT)
+    datamodule.setup()
+    step = plain_loop("dense", shuffled_batches(*(t.to(DEVICE) for t in datamodule.train_set.tensors)))
+    profile = cProfile.Profile()
+    profile.runcall(lambda: [step() for _ in range(batches)])
+    calls = calls_by_package(profile)
+    report(f"tight loop {sum(calls.values()) / batches:6.0f} calls/step: "
+           + ", ".join(f"{p} {n / batches:.0f}" for p, n in calls.items()))
 
 
 def part_lightning(repeats: int) -> None:
@@ -298,8 +361,7 @@ def part_epoch(repeats: int) -> None:
     report("\n## epoch: python train.py epochs=1 (batch 128, z_dim 20, full data)")
     for name in MODELS:
         clock = vae_lab_run(f"model={name}", "epochs=1")
-        steps = len(clock.steps)
-        training = (clock.steps[-1] - clock.steps[0]) * steps / (steps - 1)
+        training = clock.seconds_per_epoch()
         report(f"{name:5s} training {training:5.1f} s/epoch ({TRAIN_IMAGES / training:.0f} images/s), "
                f"then validation with its pictures {clock.validation[0]:4.1f} s")
     for overrides in (["model=dense"], ["model=conv"], ["model=dense", "trainer=ddp"], ["model=conv", "trainer=ddp"]):
@@ -401,15 +463,18 @@ def part_compile(repeats: int) -> None:
 
 
 def main():
-    parts = {"ratios": part_ratios, "lightning": part_lightning, "epoch": part_epoch, "scaling": part_scaling,
+    parts = {"ratios": part_ratios, "profile": part_profile, "lightning": part_lightning, "epoch": part_epoch, "scaling": part_scaling,
              "sweep": part_sweep, "compile": part_compile, "knobs": part_knobs}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", metavar="part", help=f"some of: {' '.join(parts)} (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each way in ratios and lightning")
     parser.add_argument("--compile-models", nargs="+", choices=list(MODELS), default=list(MODELS),
                         help="the models of the compile part (conv takes ~8 minutes on 2 cores)")
+    parser.add_argument("--steps-per-execution", nargs="+", type=int, default=STEPS_PER_EXECUTION,
+                        help="the values of trainer.steps_per_execution in ratios and profile (divisors of 16)")
     args = parser.parse_args()
     COMPILE_MODELS[:] = args.compile_models
+    STEPS_PER_EXECUTION[:] = args.steps_per_execution
     if unknown := set(args.parts) - set(parts):
         parser.error(f"unknown part {', '.join(sorted(unknown))}; use some of: {' '.join(parts)}")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banners between the figures

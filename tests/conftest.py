@@ -129,7 +129,7 @@ def table_rows(text: str) -> list[list[str]]:
 # a fixture that trains (the closure of a test's fixtures) or by starting a training itself.
 TRAINING_FIXTURES = {"short_runs", "classifier_path", "dense_checkpoint", "fashion_classifier", "beta_sweep",
                      "parallel_sweep", "plugin_folder", "plugin_run"}
-STARTS_A_RUN = re.compile(r"\b(run_train|run_sweep|train|train_run|run_module|rising_run|train_classifier|subprocess\.run)\(")
+STARTS_A_RUN = re.compile(r"\b(logged_run|run_train|run_sweep|train|train_run|run_module|rising_run|train_classifier|subprocess\.run)\(")
 
 
 def pytest_collection_modifyitems(items):

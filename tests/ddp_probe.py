@@ -3,7 +3,8 @@
     python tests/ddp_probe.py <output_dir> [override ...]
 
 Run by tests/test_parallel.py; Lightning runs it again for every further process. Each process
-writes the images of its training batches, in order, to ``<output_dir>/seen-rank<r>.pt``.
+writes the images of its training batches, in order, to ``<output_dir>/seen-rank<r>.pt``, and its
+model's weights at the end to ``<output_dir>/weights-rank<r>.pt``.
 """
 import os
 import sys
@@ -23,11 +24,22 @@ class SeenImages(Callback):
     def __init__(self, output_dir: Path):
         self.output_dir, self.batches = output_dir, []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.batches.append(batch[0].cpu())
+    def on_train_start(self, trainer, pl_module):
+        # every training batch passes the data module's on_after_batch_transfer, however many
+        # batches a Lightning step takes (trainer.steps_per_execution)
+        datamodule, transfer = trainer.datamodule, trainer.datamodule.on_after_batch_transfer
+
+        def seen(batch, dataloader_idx):
+            batch = transfer(batch, dataloader_idx)
+            if trainer.training:
+                self.batches.append(batch[0].cpu())
+            return batch
+
+        datamodule.on_after_batch_transfer = seen
 
     def on_train_end(self, trainer, pl_module):
         torch.save(torch.cat(self.batches), self.output_dir / f"seen-rank{trainer.global_rank}.pt")
+        torch.save(pl_module.model.state_dict(), self.output_dir / f"weights-rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ def test_ddp_processes_train_on_disjoint_shards_of_real_digits(tmp_path, data_ro
     rows = [{row.numpy().tobytes() for row in images} for images in seen]
     assert rows[0] <= training_digits and rows[1] <= training_digits
     assert not rows[0] & rows[1]  # no digit trained on by both processes
+    # the gradients were averaged over the processes at every optimizer step, so both made the same updates
+    weights = [torch.load(tmp_path / f"weights-rank{rank}.pt") for rank in (0, 1)]
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -63,11 +67,16 @@ def test_bf16_mixed_precision_of_the_gpu_config_trains(tmp_path, data_root):
 
 
 class SyncWatch(Callback):
-    """Turns torch.cuda's sync debug mode to "error" for the training steps between logging steps,
-    so that any host copy or .item() there raises."""
+    """Turns torch.cuda's sync debug mode to "error" for the Lightning steps whose optimizer steps
+    (trainer.steps_per_execution of them) include no logging step, so that any host copy or
+    .item() there raises."""
+
+    def __init__(self, steps_per_execution: int):
+        self.steps_per_execution = steps_per_execution
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        quiet = trainer.global_step % trainer.log_every_n_steps != 0
+        steps = range(trainer.global_step, trainer.global_step + self.steps_per_execution)
+        quiet = all(step % trainer.log_every_n_steps != 0 for step in steps)
         torch.cuda.set_sync_debug_mode("error" if quiet else "default")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -75,13 +84,15 @@ class SyncWatch(Callback):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("steps_per_execution", [1, 8])
 @pytest.mark.parametrize("model", ["dense", "conv"])
-def test_a_gpu_step_never_waits_for_the_host(model, tmp_path, data_root):
-    watch = SyncWatch()
+def test_a_gpu_step_never_waits_for_the_host(model, steps_per_execution, tmp_path, data_root):
+    watch = SyncWatch(steps_per_execution)
     try:
         short = [o for o in SHORT_RUN if not o.startswith(("trainer.accelerator", "trainer.log_every_n_steps"))]
         train(make_config(tmp_path, f"model={model}", "trainer=gpu", "epochs=1", "data.binarize=dynamic", *short,
-                          "trainer.limit_train_batches=60", "trainer.log_every_n_steps=25"), callbacks=[watch])
+                          "trainer.limit_train_batches=60", "trainer.log_every_n_steps=25",
+                          f"trainer.steps_per_execution={steps_per_execution}"), callbacks=[watch])
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert load_model(tmp_path)[0] is not None

@@ -6,7 +6,10 @@ import pytest
 import torch
 import yaml
 
+from lightning.pytorch.callbacks import Callback
+
 from conftest import SHORT_RUN, SHORT_RUNS, TINY_RUN, make_config, run_train, scalars
+from vae_lab.errors import VaeLabError
 from vae_lab.training import train
 
 SCALARS = [f"{split}/{term}" for split in ("train", "val") for term in ("loss", "recon", "kl")]
@@ -22,7 +25,7 @@ def test_validation_loss_falls_clearly_below_its_initial_value(finished_run):
     _, _, run_dir = finished_run
     val_loss = scalars(run_dir)["val/loss"]
     (first_step, initial), (last_step, final) = val_loss[0], val_loss[-1]
-    assert first_step == 0 and last_step == 199
+    assert first_step == 0 and last_step == 200  # before the first and after the 200th optimizer step
     assert final < 0.6 * initial, val_loss
 
 
@@ -49,6 +52,14 @@ def test_resume_continues_from_the_checkpoint(short_runs, tmp_path):
     assert min(steps) >= 200  # continued where it stopped, not from scratch
 
 
+def test_a_run_resumes_with_one_step_per_execution_only_if_it_trained_so(short_runs, tmp_path):
+    last = short_runs("dense-bce") / "checkpoints" / "last.ckpt"  # trained with the default, 8 steps per execution
+    with pytest.raises(VaeLabError, match=rf"^{last}: trained with trainer.steps_per_execution=8; resume it with "
+                                          r"trainer.steps_per_execution=8$"):
+        train(make_config(tmp_path, f"ckpt_path={last}", "trainer.steps_per_execution=1", *SHORT_RUN))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_same_seed_gives_identical_runs(tmp_path):
     overrides = ["epochs=1", "seed=7", *SHORT_RUN, "trainer.limit_train_batches=20", "trainer.limit_val_batches=5"]
     losses = [train(make_config(tmp_path / run, *overrides)) for run in ("a", "b")]
@@ -57,6 +68,44 @@ def test_same_seed_gives_identical_runs(tmp_path):
     assert losses[0] == losses[1]
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+class Executions(Callback):
+    """The Lightning steps of each epoch, and where the progress bar stood at the epoch's end."""
+
+    def __init__(self):
+        self.steps, self.bar = [], []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.steps.append(0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps[-1] += 1
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.bar.append(trainer.progress_bar_callback.train_progress_bar.n)
+
+
+def test_eight_optimizer_steps_per_lightning_step_train_exactly_as_one(tmp_path):
+    # Two epochs of 101 batches (the last execution of each takes 5), with everything that moves
+    # from step to step: the shuffle, the reparameterisation noise, the dynamic binarization draw,
+    # the KL warm-up, the cosine learning rate, and gradient clipping.
+    overrides = ["epochs=2", *SHORT_RUN, "trainer.limit_train_batches=101", "trainer.limit_val_batches=5",
+                 "trainer.log_every_n_steps=7", "data.binarize=dynamic", "kl_schedule=linear_warmup",
+                 "lr_schedule=cosine", "+trainer.gradient_clip_val=0.5"]
+    bar = [o for o in overrides if not o.startswith("callbacks.progress_bar")] + ["+callbacks.progress_bar.lines=false"]
+    executions = {1: Executions(), 8: Executions()}
+    for k, watch in executions.items():
+        train(make_config(tmp_path / f"k{k}", *bar, f"trainer.steps_per_execution={k}"), callbacks=[watch])
+    one, eight = (torch.load(tmp_path / f"k{k}" / "checkpoints" / "last.ckpt", weights_only=True) for k in (1, 8))
+    assert one["global_step"] == eight["global_step"] == 202
+    for name, weights in one["state_dict"].items():
+        assert torch.equal(weights, eight["state_dict"][name]), name
+    logged = scalars(tmp_path / "k1")
+    assert logged == scalars(tmp_path / "k8")  # every value, at the same optimizer steps
+    assert [step for step, _ in logged["train/lr"]][:3] == [0, 7, 14] and logged["val/loss"][-1][0] == 202
+    assert executions[1].steps == [101, 101] and executions[8].steps == [13, 13]
+    assert executions[8].bar == executions[1].bar == [101, 101]  # the bar counts batches
 
 
 def test_epoch_means_are_the_means_of_the_logged_steps(tmp_path):

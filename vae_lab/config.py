@@ -68,9 +68,11 @@ def check_config(cfg: DictConfig) -> None:
         ("lr", isinstance(cfg.lr, (int, float)) and cfg.lr > 0, "must be a number > 0"),
         ("seed", isinstance(cfg.seed, int) and cfg.seed >= 0, "must be an integer >= 0"),
     ]
+    steps = cfg.trainer.get("steps_per_execution", 1)
+    rules.append(("trainer.steps_per_execution", positive_int(steps), "must be an integer >= 1"))
     for key, ok, requirement in rules:
         if not ok:
-            raise VaeLabError(f"{key}={cfg[key]} {requirement} (e.g. python train.py {key}=...)")
+            raise VaeLabError(f"{key}={OmegaConf.select(cfg, key)} {requirement} (e.g. python train.py {key}=...)")
     if cfg.trainer.get("limit_val_batches") in (0, 0.0):
         raise VaeLabError("trainer.limit_val_batches=0: every epoch is validated (val/loss picks the best "
                           "checkpoint); give a number of batches or a fraction > 0")

@@ -1,6 +1,8 @@
-"""The one LightningModule: trains any ``vae_lab.models`` model with ``VAELoss`` and a KL schedule."""
+"""The one LightningModule: trains any ``vae_lab.models`` model with ``VAELoss`` and a KL schedule,
+one optimizer step per Lightning step (``LitVAE``) or several (``MultiStepVAE``)."""
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
@@ -60,9 +62,6 @@ class LitVAE(L.LightningModule):
         else:
             torch.manual_seed(seed)
 
-    def on_train_batch_start(self, batch, batch_idx):
-        self._reseed(self.global_step, self.global_rank)  # each DDP process its own noise
-
     def on_validation_epoch_start(self):
         # The same validation noise every epoch (and in every DDP process), so val/loss moves only
         # because the model did.
@@ -73,6 +72,11 @@ class LitVAE(L.LightningModule):
         self.epoch_sums, self.epoch_count = 0.0, 0
 
     def training_step(self, batch, batch_idx):
+        return self._step_loss(batch)
+
+    def _step_loss(self, batch) -> torch.Tensor:
+        """The loss of one optimizer step on ``batch`` (its per-step logging and epoch sums done)."""
+        self._reseed(self.global_step, self.global_rank)  # each DDP process its own noise
         epoch = self.global_step / self.trainer.num_training_batches
         losses, _, _ = self._losses(batch, epoch)
         batch_size = len(batch[0])
@@ -93,7 +97,9 @@ class LitVAE(L.LightningModule):
     def on_train_epoch_end(self):
         # sync_dist: with DDP, the mean over the processes' shards (equal in size)
         means = self.epoch_sums / self.epoch_count
-        self.log_dict({f"train/{k}_epoch": v for k, v in zip(self.loss_terms, means)}, sync_dist=True)
+        self.log_dict({f"train/{k}_epoch": v for k, v in zip(self.loss_terms, means)}, sync_dist=True,
+                      batch_size=self.epoch_count)
+        self.log_step()
 
     def validation_step(self, batch, batch_idx):
         losses, mu, _ = self._losses(batch, epoch=None)  # the schedule's final weighting: epochs compare
@@ -108,6 +114,13 @@ class LitVAE(L.LightningModule):
         total, squares, count = self.val_moments
         variance = (squares - total.pow(2) / count) / (count - 1).clamp(min=1)
         self.log("val/active_units", (variance > ACTIVE_UNIT_VARIANCE).sum().float(), sync_dist=True)
+        self.log_step()
+
+    def log_step(self) -> None:
+        # The x of the epoch-level values in TensorBoard: the optimizer step, as for the per-step
+        # values. Lightning writes a logged "step" as the x (LoggerConnector.log_metrics); its own
+        # count is of Lightning steps, which are fewer with steps_per_execution > 1.
+        self.log("step", float(self.global_step), batch_size=1)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
@@ -115,3 +128,48 @@ class LitVAE(L.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class MultiStepVAE(LitVAE):
+    """``LitVAE`` making ``steps_per_execution`` (K) optimizer steps in each Lightning step
+    (``trainer.steps_per_execution``, as Keras's ``steps_per_execution``).
+
+    Lightning runs its loop, its hooks and every callback once per training step, about 2,000
+    Python calls, more than a small model's step costs on a GPU (docs/performance.md); here that is
+    paid once per K batches. Each of the K optimizer steps is the one ``LitVAE`` makes: the same
+    batch order, reparameterisation noise and binarization draw (both seeded by the global step),
+    KL and learning-rate schedules (both functions of the global step), so K = 1 and K = 8 train to
+    the same weights (tests/test_train.py). Lightning still counts batches: ``trainer.global_step``
+    counts optimizer steps, ``limit_train_batches`` and the progress bar count batches; hooks that
+    take a batch see the last one of the K.
+
+    The steps are made by hand (Lightning's manual optimization, with ``training_step`` taking the
+    ``dataloader_iter``), so Lightning's own gradient clipping is given here instead
+    (``gradient_clip_val``, ``gradient_clip_algorithm``: the Trainer's arguments of the same names,
+    applied the same way); gradient accumulation is refused by ``vae_lab.training.train``.
+    """
+
+    def __init__(self, *args, steps_per_execution: int, gradient_clip_val: float | None = None,
+                 gradient_clip_algorithm: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+        self.steps_per_execution = steps_per_execution
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+
+    def training_step(self, dataloader_iter: Iterator):
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        steps = self.steps_per_execution
+        if self.trainer.max_steps >= 0:  # stop at max_steps, not at the next multiple of K
+            steps = min(steps, self.trainer.max_steps - self.global_step)
+        # The epoch's last execution takes what is left (fewer than K batches when K does not divide it).
+        for batch, _, _ in itertools.islice(dataloader_iter, steps):
+            # what Lightning does to a batch before an automatic step: the data module's
+            # on_after_batch_transfer (the dynamic binarization draw) included
+            loss = self._step_loss(self.trainer.strategy.batch_to_device(batch))
+            optimizer.zero_grad()
+            self.manual_backward(loss)  # the NaN guard's on_before_backward runs here, every step
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()

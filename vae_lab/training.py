@@ -10,14 +10,14 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import Callback, Checkpoint, ProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lab.arguments import check_arguments
 from vae_lab.checkpoint import AtomicCheckpointIO, check_fits, load_checkpoint, stored_config
 from vae_lab.config import check_config
 from vae_lab.errors import VaeLabError
 from vae_lab.models import build_model
-from vae_lab.module import LitVAE
+from vae_lab.module import LitVAE, MultiStepVAE
 from vae_lab.registry import MODELS, load_plugins, name_of
 from vae_lab.samplers import build_sampler
 from vae_lab.summary import Recording
@@ -31,6 +31,10 @@ def quiet_lightning() -> None:
     epoch is shorter than log_every_n_steps (vae_lab logs by global step, across epochs)."""
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    # MultiStepVAE takes K batches per step from the dataloader_iter, and its callbacks count
+    # batches by the index of the last one (docs/performance.md), which the warning is about
+    warnings.filterwarnings("ignore", message=r"You are using the `dataloader_iter` step flavor")
+    warnings.filterwarnings("ignore", message=r"Found `dataloader_iter` argument in the `training_step`")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -57,6 +61,35 @@ def build(node: DictConfig, name: str, **kwargs):
         raise VaeLabError(f"{name}: {reason}") from None
 
 
+def execution(trainer: DictConfig) -> tuple[DictConfig, dict]:
+    """Split ``cfg.trainer`` into the ``lightning.Trainer``'s arguments and the LightningModule's
+    way of stepping: ``{}`` for one optimizer step per Lightning step, else ``MultiStepVAE``'s
+    settings (``steps_per_execution``, and the gradient clipping it applies itself)."""
+    trainer = trainer.copy()
+    with open_dict(trainer):
+        steps = trainer.pop("steps_per_execution", 1)
+        if steps == 1:
+            return trainer, {}
+        if trainer.get("val_check_interval", 1.0) != 1.0:  # Lightning would count its steps, not batches
+            raise VaeLabError(f"trainer.val_check_interval={trainer.val_check_interval} needs "
+                              f"trainer.steps_per_execution=1 (it is {steps}); vae_lab validates after every epoch")
+        if trainer.get("accumulate_grad_batches", 1) != 1:
+            raise VaeLabError(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} needs "
+                              f"trainer.steps_per_execution=1 (it is {steps}): each of several steps per "
+                              "execution updates the weights")
+        clipping = {key: trainer.pop(key) for key in ("gradient_clip_val", "gradient_clip_algorithm") if key in trainer}
+    return trainer, {"steps_per_execution": steps, **clipping}
+
+
+def check_resumable(stored: dict, steps: int, path) -> None:
+    """Refuse to resume a run with one optimizer step per Lightning step as a run with several, or
+    the other way round: Lightning counts the steps of the two in different places of its state."""
+    trained = (stored.get("trainer") or {}).get("steps_per_execution", 1)  # 1 for runs from before the key
+    if (trained == 1) != (steps == 1):
+        raise VaeLabError(f"{path}: trained with trainer.steps_per_execution={trained}; resume it with "
+                          f"trainer.steps_per_execution={trained}")
+
+
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     """Train (or resume) the run described by ``cfg``; returns the final val/loss per sample.
 
@@ -71,7 +104,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     checkpoint = None
     if cfg.ckpt_path is not None:  # a file that is no checkpoint is refused before the data are read
         checkpoint = load_checkpoint(cfg.ckpt_path)
-        stored_config(checkpoint, cfg.ckpt_path)  # a checkpoint with a config that names code is refused here too
+        stored = stored_config(checkpoint, cfg.ckpt_path)  # a checkpoint with a config that names code is refused here too
+        check_resumable(stored, cfg.trainer.get("steps_per_execution", 1), cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.data, "data")
     datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
@@ -81,7 +115,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     if MODELS.get(name_of(config["model"]), cfg.plugins).conditional and not datamodule.labelled:
         raise VaeLabError(f"model={name_of(config['model'])} is conditional and needs labels, but "
                           f"{datamodule.source.get('path', config['data']['name'])} has none")
-    module = LitVAE(
+    trainer_arguments, stepping = execution(cfg.trainer)
+    module = (MultiStepVAE if stepping else LitVAE)(
         model=build_model(config),  # the registries, as when a checkpoint is read
         loss=build(cfg.loss, "loss"),
         optimizer=build(cfg.optimizer, "optimizer"),
@@ -89,6 +124,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
         lr_schedule=build(cfg.lr_schedule, "lr_schedule"),
         seed=cfg.seed,
         config=config,
+        **stepping,
     )
     if module.loss.free_bits and not module.model.prior.closed_form_kl:
         raise VaeLabError(f"loss.free_bits={module.loss.free_bits} needs a KL per latent dimension, which "
@@ -105,7 +141,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
             callback.check(datamodule)
     run_callbacks += callbacks
     trainer = build(
-        cfg.trainer, "trainer", logger=build(cfg.logger, "logger"), callbacks=run_callbacks,
+        trainer_arguments, "trainer", logger=build(cfg.logger, "logger"), callbacks=run_callbacks,
         plugins=[AtomicCheckpointIO()], default_root_dir=output_dir,
         # Lightning adds a progress bar and a checkpoint callback of its own unless told not to:
         # the run has those of cfg.callbacks, and no others.
