@@ -53,6 +53,8 @@ BAD_OVERRIDES = {
     "trainer.devices=0": "error: trainer: `Trainer(devices=0)` value is not a valid input",
     "+model.width=3": "error: model.width: model dense has no such setting (its settings: z_dim, hidden)",
     "model.hidden=[256,0]": "error: model.hidden=[256, 0] must be a list of integers >= 1",
+    # components that do not go together
+    "model=cvae prior=vamp": "error: prior vamp: the conditional model's encoder needs labels, which its pseudo-inputs do not have",
 }
 
 

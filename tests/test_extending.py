@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-from conftest import DATA_ROOT, REPO, make_config
+from conftest import DATA_ROOT, REPO, TINY_RUN, make_config
+from vae_lab.checkpoint import load_model
 from vae_lab.data import load_torchvision
 from vae_lab.evaluate import main as evaluate_main
+from vae_lab.priors import VampPrior
 from vae_lab.training import train
 
 
@@ -150,6 +153,27 @@ def test_a_learned_mixture_prior_one_file_and_one_yaml_trains_evaluates_and_samp
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["kl_per_dim"] is None and metrics["test_nll_bce"] <= -metrics["test_elbo"] + 1.0  # k=20 tightens
     assert (run / "manifold.png").is_file() and (run / "samples.png").is_file()
+
+
+def test_the_vamp_prior_trains_its_pseudo_inputs_and_comes_back_from_the_checkpoint(tmp_path):
+    class Watch(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.start = pl_module.model.prior.pseudo_logits.detach().clone()
+
+        def on_train_end(self, trainer, pl_module):
+            self.model = pl_module.model
+
+    run, watch = tmp_path / "run", Watch()
+    train(make_config(run, "prior=vamp", "prior.components=20", "z_dim=5", "epochs=1", *TINY_RUN), callbacks=[watch])
+    model, config, _ = load_model(run)
+    assert isinstance(model.prior, VampPrior) and model.prior.encode.__self__ is model  # its own encoder, not a copy
+    trained = model.prior.pseudo_logits.detach()
+    assert trained.shape == (20, 1, 28, 28) and (trained - watch.start).abs().mean() > 1e-4  # they learned
+    z = torch.randn(3, 5)
+    torch.testing.assert_close(model.prior.log_prob(z), watch.model.eval().cpu().prior.log_prob(z), rtol=0, atol=0)
+    evaluate_main([f"run={run}", "k=10", "n_images=50", "n_samples=0"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["kl_per_dim"] is None and np.isfinite(metrics["test_nll_bce"])
 
 
 def test_an_installed_plugin_registers_through_the_entry_point_group_without_naming_it(plugin_folder, tmp_path):

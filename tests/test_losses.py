@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal
@@ -6,6 +8,7 @@ from vae_lab.errors import VaeLabError
 from conftest import make_model
 from vae_lab.likelihoods import Likelihood, build_likelihood
 from vae_lab.losses import VAELoss
+from vae_lab.models import build_model
 from vae_lab.priors import MixtureOfGaussians, StandardNormal
 from vae_lab.schedules import Constant
 
@@ -144,3 +147,39 @@ def test_a_one_component_standard_mixture_gives_the_closed_form_kl_by_monte_carl
     z = mu + torch.exp(0.5 * logvar) * torch.randn(100_000, 4, 3)
     closed_form = StandardNormal(3).kl_per_dim(mu, logvar).sum(1)
     torch.testing.assert_close(prior.kl(mu, logvar, z), closed_form, atol=0.05, rtol=0.02)
+
+
+def vamp_model(components=6, z_dim=3):
+    """A dense model with a VampPrior whose components lie apart (its encoder's outputs scaled up)."""
+    torch.manual_seed(0)
+    model = build_model({"model": {"name": "dense", "z_dim": z_dim, "hidden": [32]},
+                         "prior": {"name": "vamp", "components": components}})
+    with torch.no_grad():
+        model.mu.weight.mul_(20), model.logvar.weight.mul_(5)
+    return model
+
+
+def test_the_vamp_prior_is_the_mixture_of_the_encoders_gaussians_at_its_pseudo_inputs():
+    model = vamp_model()
+    pseudo_inputs = model.prior.pseudo_inputs()
+    assert pseudo_inputs.shape == (6, 1, 28, 28) and 0 < pseudo_inputs.min() and pseudo_inputs.max() < 1
+    z = torch.randn(2, 5, 3) * 3
+    per_component = torch.stack([Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)  # brute force, one by one
+                                 for mu, logvar in zip(*model.encode(pseudo_inputs))])  # (6, 2, 5)
+    log_prob = model.prior.log_prob(z)
+    torch.testing.assert_close(log_prob, torch.logsumexp(per_component, 0) - math.log(6))
+    assert (per_component.max(0).values - per_component.min(0).values).min() > 1  # the components differ
+    log_prob.sum().backward()
+    assert model.prior.pseudo_logits.grad.abs().min() > 0 and model.mu.weight.grad.abs().max() > 0  # both learn
+
+
+def test_the_vamp_prior_draws_from_its_mixture():
+    model = vamp_model()
+    draws = model.prior.sample(100_000, torch.Generator().manual_seed(1)).detach()
+    mu, logvar = (t.detach() for t in model.encode(model.prior.pseudo_inputs()))
+    mean, variance = mu.mean(0), (logvar.exp() + mu.pow(2)).mean(0) - mu.mean(0).pow(2)
+    assert draws.shape == (100_000, 3)
+    torch.testing.assert_close(draws.mean(0), mean, atol=0.03 * variance.max().sqrt().item(), rtol=0)
+    torch.testing.assert_close(draws.var(0), variance, atol=0, rtol=0.02)
+    assert model.sample(4).shape == (4, 1, 28, 28)
+    assert model.prior.quantiles(torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).shape == (3, 3)

@@ -93,6 +93,11 @@ def test_build_model_chooses_by_name_and_checks_every_argument():
         assert str(error.value).startswith(message)
     with pytest.raises(VaeLabError, match=r"prior.name=wide is not a registered prior"):
         build_model({"model": {"name": "dense"}, "prior": {"name": "wide"}})
+    with pytest.raises(VaeLabError, match=r"^prior vamp: the conditional model's encoder needs labels, which its "
+                                          r"pseudo-inputs do not have; use prior=standard or prior=mog with it$"):
+        build_model({"model": {"name": "cvae"}, "prior": {"name": "vamp"}})
+    with pytest.raises(VaeLabError, match=r"^prior.model=dense: model comes from the run"):
+        build_model({"model": {"name": "dense"}, "prior": {"name": "vamp", "model": "dense"}})
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 64, 64), (3, 9, 13)])

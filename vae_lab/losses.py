@@ -50,10 +50,12 @@ class VAELoss:
         # expand + flatten: a view for k = 1, the k copies otherwise
         logits = model.decode(z.flatten(0, 1), None if y is None else y.expand(k, -1).flatten())
         recon = self.likelihood.reconstruction(logits, x.expand(k, *x.shape).flatten(0, 1)).view(k, len(x))
+        log_pz = None  # log p(z), once: a VampPrior encodes its pseudo-inputs for it
         if k == 1:
             fit = recon[0]  # r − r̄ is exactly 0: the ELBO's reconstruction term
         else:
-            r = prior.log_prob(z) - log_q(eps, logvar)
+            log_pz = prior.log_prob(z)
+            r = log_pz - log_q(eps, logvar)
             # the prior ratio carries the schedule's weight, as the KL term does: the β-weighted
             # bound, which stays bounded while a warm-up holds β near 0
             fit = math.log(k) - torch.logsumexp(-recon + kl_schedule.weight(epoch) * (r - r.mean(0)), dim=0)
@@ -62,5 +64,5 @@ class VAELoss:
             kl = kl_per_dim.sum(1).mean()
             penalised = kl_per_dim.mean(0).clamp(min=self.free_bits).sum()
         else:
-            kl = penalised = prior.kl(mu, logvar, z).mean()
+            kl = penalised = prior.kl(mu, logvar, z, log_pz).mean()
         return {"loss": fit.mean() + kl_schedule.term(penalised, epoch), "recon": recon.mean(), "kl": kl}

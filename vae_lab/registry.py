@@ -10,7 +10,7 @@ name, never by naming code.
 A component declares its settings as typed keyword arguments (int, float, bool, str, lists of
 them; bounds through ``vae_lab.arguments``), and each value a config gives is checked against
 them before a run starts. Arguments that come from the run rather than from the user (a model's
-``image_shape`` and ``num_classes``, a prior's ``z_dim``) are the registry's *context*: passed when
+``image_shape`` and ``num_classes``, a prior's ``z_dim`` and ``model``) are the registry's *context*: passed when
 the component's signature asks for them, refused as settings.
 
 A user's module registers its components when it is imported; it is named on the command line

@@ -35,7 +35,9 @@ def build_model(config: Mapping) -> VAE:
     plugins = config.get("plugins") or ()
     image_shape, num_classes = data_shape(config)
     model = MODELS.build(config["model"], plugins, image_shape=image_shape, num_classes=num_classes)
-    model.prior = PRIORS.build(config.get("prior", "standard"), plugins, z_dim=model.z_dim)
+    # the model is context, as the data are to the model: a prior may build on it (the VampPrior encodes
+    # its pseudo-inputs with the model's encoder)
+    model.prior = PRIORS.build(config.get("prior", "standard"), plugins, z_dim=model.z_dim, model=model)
     loss = config.get("loss") if isinstance(config.get("loss"), Mapping) else {}
     model.likelihood = LIKELIHOODS.build(loss.get("likelihood", "bce"), plugins)
     return model

@@ -5,6 +5,7 @@
                               closed form (``closed_form_kl``) that factorises over dimensions
     kl(mu, logvar, z)         the per-image KL (B,): the closed form where there is one, else the
                               Monte Carlo estimate log q(z|x) − log p(z) from the draws z (…, B, z_dim)
+                              (``log_pz``, log p(z) of those draws, when the caller has it already)
     sample(n, generator)      n latents (n, z_dim) drawn from p(z) on the CPU
     quantiles(probabilities)  per dimension, the latents at those marginal probabilities (P, z_dim):
                               the axes of the manifold and the traversals
@@ -31,11 +32,13 @@ class Prior(nn.Module):
     def kl_per_dim(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no closed-form KL per dimension")
 
-    def kl(self, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor,
+           log_pz: torch.Tensor | None = None) -> torch.Tensor:
         if self.closed_form_kl:
             return self.kl_per_dim(mu, logvar).sum(-1)
         eps = (z - mu) * torch.exp(-0.5 * logvar)
-        return (log_q(eps, logvar) - self.log_prob(z)).reshape(-1, len(mu)).mean(0)
+        log_pz = self.log_prob(z) if log_pz is None else log_pz
+        return (log_q(eps, logvar) - log_pz).reshape(-1, len(mu)).mean(0)
 
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         raise NotImplementedError
