@@ -55,6 +55,9 @@ BAD_OVERRIDES = {
     "model.hidden=[256,0]": "error: model.hidden=[256, 0] must be a list of integers >= 1",
     # components that do not go together
     "model=cvae prior=vamp": "error: prior vamp: the conditional model's encoder needs labels, which its pseudo-inputs do not have",
+    "loss.estimator=dreg": "error: loss: estimator=dreg reweights the k samples of the importance-weighted bound: it needs iwae_k > 1",
+    "loss.estimator=dreg loss.iwae_k=5 kl_schedule=linear_warmup": "error: loss.estimator=dreg is the gradient of the plain "
+        "importance-weighted bound: it needs kl_schedule=constant and beta=1 (this run: LinearWarmup, beta=1.0)",
 }
 
 

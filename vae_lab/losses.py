@@ -7,10 +7,11 @@ Every term is a mean over the batch, i.e. in per-sample units (nats for ``bce``)
 KL; how the KL term is weighted as training goes is the KL schedule's (``vae_lab.schedules``):
 β · KL by default. References: Kingma & Welling (2013), "Auto-Encoding Variational Bayes";
 Burda, Grosse & Salakhutdinov (2015) for the importance-weighted bound; Kingma et al. (2016) for
-free bits.
+free bits; Tucker, Lawson, Gu & Maddison (2018) for the doubly reparameterized gradient (DReG).
 """
 import math
 from collections.abc import Mapping
+from typing import Literal
 
 import torch
 
@@ -34,14 +35,27 @@ class VAELoss:
     ``free_bits`` λ (nats, ≥ 0): each latent dimension's batch-mean KL enters the KL term as at
     least λ, so the objective stops pushing a dimension's KL below λ (Kingma et al. 2016);
     'kl' still reports the true KL. It needs a prior whose KL is closed-form per dimension.
+    ``estimator``: how the gradient is estimated. ``standard`` differentiates the loss as written;
+    ``dreg`` (k > 1, the plain bound: β = 1, constant, no free bits) keeps the loss's value and
+    gives the encoder the doubly reparameterized gradient of −L_k, the rest the usual one
+    (``dreg_bound``).
     """
 
-    def __init__(self, likelihood: str | Mapping = "bce", iwae_k: PositiveInt = 1, free_bits: NonNegative = 0.0):
+    def __init__(self, likelihood: str | Mapping = "bce", iwae_k: PositiveInt = 1, free_bits: NonNegative = 0.0,
+                 estimator: Literal["standard", "dreg"] = "standard"):
         if not (isinstance(iwae_k, int) and iwae_k >= 1):
             raise ValueError(f"iwae_k={iwae_k} must be an integer >= 1")
         if not free_bits >= 0:
             raise ValueError(f"free_bits={free_bits} must be >= 0")
+        if estimator not in ("standard", "dreg"):
+            raise ValueError(f"estimator={estimator} must be standard or dreg")
+        if estimator == "dreg" and iwae_k == 1:
+            raise ValueError("estimator=dreg reweights the k samples of the importance-weighted bound: it needs iwae_k > 1")
+        if estimator == "dreg" and free_bits:
+            raise ValueError(f"estimator=dreg is the gradient of the plain importance-weighted bound: it needs free_bits=0, "
+                             f"not {free_bits}")
         self.likelihood, self.iwae_k, self.free_bits = build_likelihood(likelihood), iwae_k, free_bits
+        self.estimator = estimator
 
     def __call__(self, model, x, y, mu, logvar, kl_schedule, epoch: float | None = None) -> dict[str, torch.Tensor]:
         k, prior = self.iwae_k, model.prior
@@ -65,4 +79,25 @@ class VAELoss:
             penalised = kl_per_dim.mean(0).clamp(min=self.free_bits).sum()
         else:
             kl = penalised = prior.kl(mu, logvar, z, log_pz).mean()
-        return {"loss": fit.mean() + kl_schedule.term(penalised, epoch), "recon": recon.mean(), "kl": kl}
+        loss = fit.mean() + kl_schedule.term(penalised, epoch)
+        if self.estimator == "dreg" and z.requires_grad:
+            surrogate = dreg_bound(z, mu, logvar, recon, log_pz).mean()
+            loss = loss.detach() + (surrogate - surrogate.detach())  # the loss's value, the surrogate's gradient
+        return {"loss": loss, "recon": recon.mean(), "kl": kl}
+
+
+def dreg_bound(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, recon: torch.Tensor,
+               log_pz: torch.Tensor) -> torch.Tensor:
+    """−L_k per image (B,) from k draws z (k, B, z_dim) = mu + σ·eps with their reconstruction terms
+    and log p(z) (k, B), differentiated with the doubly reparameterized gradient (Tucker et al. 2018;
+    docs/theory.md, section 7): log w_i is taken with q's parameters held fixed, so the
+    encoder gets only the path through z_i, weighted by the squared normalised weight w̃_i²; the
+    decoder and the prior get the usual IWAE gradient −Σ_i w̃_i ∇ log w_i.
+
+    −Σ_i w̃_i ∂ log w_i/∂z_i is what flows back into z_i; a hook on z scales it by w̃_i once more on
+    its way to mu and logvar, so the decoder runs once for both."""
+    log_q_fixed = log_q((z - mu.detach()) * torch.exp(-0.5 * logvar.detach()), logvar.detach())
+    log_w = -recon + log_pz - log_q_fixed
+    weights = torch.softmax(log_w.detach(), dim=0)  # w̃_i, (k, B)
+    z.register_hook(lambda grad: grad * weights.unsqueeze(-1))
+    return math.log(len(z)) - torch.logsumexp(log_w, dim=0)
