@@ -72,7 +72,7 @@ def test_hparams_and_projector_embedding(short_runs):
     assert set(events.Tags()["scalars"]) >= {"hparams/val_loss", "hparams/train_loss"}
     hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
     assert hparams == {"model": "dense", "data": "mnist", "loss": "bce", "beta": 1.0, "z_dim": 20, "epochs": 2,
-                       "batch_size": 128, "lr": 1e-3, "seed": 0, "data.binarize": "none", "model.hidden": "[256, 128]",
+                       "batch_size": 128, "lr": 1e-3, "seed": 0, "data.binarize": "none", "model.hidden": "[256, 128]", "prior": "standard",
                        "loss.iwae_k": 1, "loss.free_bits": 0.0, "loss.estimator": "standard",
                        "kl_schedule": "Constant", "lr_schedule": "FixedLR",
                        "sampler": "prior", "sampler.temperature": 1.0}

@@ -43,16 +43,17 @@ class Recording(Callback):
 def run_settings(config: dict) -> dict:
     """The settings that tell runs apart, flat, for the HPARAMS table, the summary and the report:
     the model, data set, likelihood and top-level keys, and every other setting of the model, the
-    loss, the KL and LR schedules and the sampler (``model.hidden``, ``loss.iwae_k``, …), a schedule
-    named by its class. Copies of top-level keys (vae_lab.config.ALIASES) are left out."""
+    prior, the loss, the KL and LR schedules and the sampler (``model.hidden``, ``prior.components``,
+    ``loss.iwae_k``, …), a schedule named by its class. Copies of top-level keys (vae_lab.config.ALIASES)
+    are left out."""
     settings = {"model": config["model"]["name"], "data": config["data"]["name"], "loss": config["loss"]["likelihood"],
                 **{key: config[key] for key in ("beta", "z_dim", "epochs", "batch_size", "lr", "seed")},
                 "data.binarize": config["data"].get("binarize", "none")}
-    for group in ("model", "loss", "kl_schedule", "lr_schedule", "sampler"):
+    for group in ("model", "prior", "loss", "kl_schedule", "lr_schedule", "sampler"):
         node = config.get(group) or {}
         if group in ("kl_schedule", "lr_schedule"):
             settings[group] = node["_target_"].rsplit(".", 1)[-1]
-        elif group == "sampler":
+        elif group in ("prior", "sampler"):
             settings[group] = node["name"]
         for key, value in node.items():
             if key not in ("_target_", "name", "likelihood") and f"{group}.{key}" not in ALIASES:
