@@ -1,16 +1,19 @@
 import math
 
+import numpy as np
 import pytest
 import torch
-from torch.distributions import Normal
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from vae_lab.errors import VaeLabError
-from conftest import make_model
+from conftest import make_config, make_model
+from vae_lab.data import ImageDataModule
 from vae_lab.likelihoods import Likelihood, build_likelihood
-from vae_lab.losses import VAELoss
+from vae_lab.losses import BTCVAELoss, VAELoss, mws_log_q, tc_decomposition
 from vae_lab.models import build_model
 from vae_lab.priors import MixtureOfGaussians, StandardNormal
-from vae_lab.schedules import Constant
+from vae_lab.schedules import Capacity, Constant
+from vae_lab.training import build
 
 
 def test_closed_form_kl_matches_monte_carlo():
@@ -255,3 +258,115 @@ def test_dreg_lowers_the_variance_of_the_encoders_gradient_at_k_50(data_root):
 def test_dreg_without_the_plain_bound_is_refused(settings, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
         VAELoss("bce", **settings)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """A data module over 50 random images of one's own, 40 of them for training."""
+    np.savez(tmp_path / "tiny.npz", images=np.random.default_rng(0).integers(0, 256, (50, 28, 28), np.uint8))
+    datamodule = ImageDataModule("images", path=str(tmp_path / "tiny.npz"), test_fraction=0.2)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def drawn(mu, logvar):
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def test_mws_estimate_of_the_aggregate_posterior_against_the_mixture_itself():
+    """q(z) = 1/N Σ_n q(z|x_n) and its marginals, computed as torch's mixture of the N posteriors:
+    a batch of the whole data set (M = N) gives log q(z) − log N exactly, a batch of some of its
+    images at most log q(z) − log M."""
+    torch.manual_seed(0)
+    n, z_dim = 6, 3
+    mu, logvar = torch.randn(n, z_dim, dtype=torch.float64), torch.randn(n, z_dim, dtype=torch.float64)
+    z = drawn(mu, logvar)
+    components = Normal(mu, torch.exp(0.5 * logvar))
+    aggregate = MixtureSameFamily(Categorical(logits=torch.zeros(n)), Independent(components, 1))
+    marginals = MixtureSameFamily(Categorical(logits=torch.zeros(z_dim, n)), Normal(mu.T, components.scale.T))
+    exact, exact_marginals = aggregate.log_prob(z), marginals.log_prob(z)  # (M,), (M, z_dim)
+
+    log_q_z, log_q_marginals = mws_log_q(z, mu, logvar, dataset_size=n)
+    torch.testing.assert_close(log_q_z, exact - math.log(n))
+    torch.testing.assert_close(log_q_marginals, exact_marginals - math.log(n))
+
+    batch = [0, 2, 5]  # a batch of three of the six images, each with its own z
+    log_q_z, log_q_marginals = mws_log_q(z[batch], mu[batch], logvar[batch], dataset_size=n)
+    assert (log_q_z <= exact[batch] - math.log(len(batch))).all()
+    assert (log_q_marginals <= exact_marginals[batch] - math.log(len(batch))).all()
+
+
+def test_mws_when_every_posterior_is_the_same_gives_mi_log_n_and_tc_d_minus_1_log_n():
+    """A collapsed code: q(z) is each image's posterior, so the true MI and TC are 0; the estimate
+    of log q(z) is log N too low, and the terms carry that offset (docs/theory.md, section 5)."""
+    torch.manual_seed(0)
+    n, batch, z_dim = 60_000, 64, 5
+    mu, logvar = torch.randn(1, z_dim).expand(batch, -1), torch.randn(1, z_dim).expand(batch, -1)
+    z = drawn(mu, logvar)
+    terms = tc_decomposition(z, mu, logvar, StandardNormal(z_dim), dataset_size=n)
+    torch.testing.assert_close(terms["mi"], torch.tensor(math.log(n)))
+    torch.testing.assert_close(terms["tc"], torch.tensor((z_dim - 1) * math.log(n)))
+
+
+def test_mi_tc_and_dimension_wise_kl_add_up_to_the_one_draw_kl_estimate():
+    _, _, mu, logvar = encoded(z_dim=5, n=16)
+    z = drawn(mu, logvar)
+    terms = tc_decomposition(z, mu, logvar, StandardNormal(5), dataset_size=60_000)
+    one_draw_kl = (Normal(mu, torch.exp(0.5 * logvar)).log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(1).mean()
+    torch.testing.assert_close(terms["mi"] + terms["tc"] + terms["dim_kl"], one_draw_kl)
+    # N only moves nats between the terms: log(N·M) enters MI once, TC (z_dim − 1) times, dimKL −z_dim times
+    smaller = tc_decomposition(z, mu, logvar, StandardNormal(5), dataset_size=600)
+    shift = math.log(100)
+    for term, times in {"mi": 1, "tc": 4, "dim_kl": -5}.items():
+        torch.testing.assert_close(terms[term] - smaller[term], torch.tensor(times * shift), atol=1e-4, rtol=0)
+
+
+def test_btcvae_with_unit_weights_is_the_elbo_but_for_the_kl_estimate(tiny_data):
+    model, x, mu, logvar = encoded()
+    loss = BTCVAELoss("bce")
+    loss.setup(model, Constant(1.0), tiny_data)
+    torch.manual_seed(1)
+    btcvae = loss(model, x, None, mu, logvar, Constant(1.0))
+    torch.manual_seed(1)  # the same noise
+    plain = VAELoss("bce")(model, x, None, mu, logvar, Constant(1.0))
+    assert torch.equal(btcvae["recon"], plain["recon"]) and torch.equal(btcvae["kl"], plain["kl"])
+    # the rest of the loss is the KL estimated from the draws: over many, the closed form
+    with torch.no_grad():
+        draws = [loss(model, x, None, mu, logvar, Constant(1.0)) for _ in range(200)]
+    estimates = torch.stack([draw["loss"] - draw["recon"] for draw in draws])
+    assert abs(estimates.mean() - plain["kl"]) < 4 * estimates.std() / len(draws) ** 0.5
+
+
+def test_btcvae_weights_enter_as_configured_and_n_comes_from_the_data(tmp_path, tiny_data):
+    cfg = make_config(tmp_path, "loss=btcvae", "loss.alpha=2", "loss.gamma=0.5", "beta=5")
+    loss, schedule = build(cfg.loss, "loss"), build(cfg.kl_schedule, "kl_schedule")
+    model, x, mu, logvar = encoded()
+    loss.setup(model, schedule, tiny_data)
+    assert loss.dataset_size == len(tiny_data.train_set)
+    torch.manual_seed(1)
+    weighted = loss(model, x, None, mu, logvar, schedule)
+    torch.testing.assert_close(weighted["loss"], weighted["recon"] + 2 * weighted["mi"] + 5 * weighted["tc"]
+                               + 0.5 * weighted["dim_kl"])
+    unit = BTCVAELoss("bce")
+    unit.setup(model, Constant(1.0), tiny_data)
+    torch.manual_seed(1)
+    for term, value in unit(model, x, None, mu, logvar, Constant(1.0)).items():
+        if term != "loss":  # the weights change the loss, not its terms
+            assert torch.equal(value, weighted[term]), term
+
+
+@pytest.mark.parametrize("refused, expected", [
+    ("loss.iwae_k=4", "loss.iwae_k=4: loss=btcvae estimates the KL's parts from one z per image"),
+    ("loss.free_bits=0.5", "loss.free_bits=0.5: loss=btcvae weights the KL's parts"),
+    ("prior=mog", "loss=btcvae splits the KL over latent dimensions, so the prior must factorise over them; "
+                  "prior=mog does not"),
+    ("kl_schedule=capacity", "kl_schedule=capacity aims the whole KL at a capacity"),
+])
+def test_btcvae_refuses_what_makes_no_sense_in_one_line(tmp_path, tiny_data, refused, expected):
+    cfg = make_config(tmp_path, "loss=btcvae", refused)
+    model = make_model()
+    if refused == "prior=mog":
+        model.prior = MixtureOfGaussians(model.z_dim)
+    with pytest.raises(VaeLabError) as error:
+        build(cfg.loss, "loss").setup(model, build(cfg.kl_schedule, "kl_schedule"), tiny_data)
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value)

@@ -1,5 +1,5 @@
-"""KL schedules, free bits, the IWAE objective and the cosine learning rate, on short real runs
-(5 steps an epoch, every step logged); see docs/configuration.md and docs/theory.md."""
+"""KL schedules, free bits, the IWAE objective, β-TCVAE and the cosine learning rate, on short real
+runs (5 steps an epoch, every step logged); see docs/configuration.md and docs/theory.md."""
 import math
 
 import pytest
@@ -8,6 +8,7 @@ import torch
 from conftest import TINY_RUN, make_config, scalars
 from vae_lab.checkpoint import load_model
 from vae_lab.data import load_mnist
+from vae_lab.errors import VaeLabError
 from vae_lab.losses import VAELoss
 from vae_lab.schedules import Constant, CosineLR
 from vae_lab.training import train
@@ -88,3 +89,20 @@ def test_cosine_learning_rate_falls_from_lr_to_the_final_fraction(tmp_path, data
         assert lr == pytest.approx(2e-3 * schedule.factor(step / STEPS, 4), rel=1e-6, abs=1e-12)  # float32 events
     assert logged["train/lr"][STEPS] == pytest.approx(2e-3)  # the top, after one epoch of warm-up
     assert logged["train/lr"][4 * STEPS - 1] == pytest.approx(2e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 14 / 15))))
+
+
+def test_btcvae_trains_on_mnist_and_logs_each_term(tmp_path, data_root):
+    logged = logged_run(tmp_path, "epochs=2", "loss=btcvae", "loss.likelihood=mse", "beta=4")
+    for stage in ("train", "val"):
+        for step, loss in logged[f"{stage}/loss"].items():
+            terms = {term: logged[f"{stage}/{term}"][step] for term in ("recon", "mi", "tc", "dim_kl")}
+            assert loss == pytest.approx(terms["recon"] + terms["mi"] + 4 * terms["tc"] + terms["dim_kl"], rel=1e-4)
+    first, *_, last = sorted(logged["val/loss"])  # from the untrained model at step 0 to the end
+    assert logged["val/loss"][last] < logged["val/loss"][first]
+    assert logged["val/recon"][last] < 0.7 * logged["val/recon"][first]
+
+
+def test_btcvae_with_a_prior_that_does_not_factorise_is_refused_before_the_run_folder_gets_a_file(tmp_path, data_root):
+    with pytest.raises(VaeLabError, match=r"^loss=btcvae splits the KL over latent dimensions.*prior=mog does not"):
+        train(make_config(tmp_path, *TINY_RUN, "loss=btcvae", "prior=mog"))
+    assert not (tmp_path / "config.yaml").exists()

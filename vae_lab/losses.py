@@ -7,7 +7,9 @@ Every term is a mean over the batch, i.e. in per-sample units (nats for ``bce``)
 KL; how the KL term is weighted as training goes is the KL schedule's (``vae_lab.schedules``):
 β · KL by default. References: Kingma & Welling (2013), "Auto-Encoding Variational Bayes";
 Burda, Grosse & Salakhutdinov (2015) for the importance-weighted bound; Kingma et al. (2016) for
-free bits; Tucker, Lawson, Gu & Maddison (2018) for the doubly reparameterized gradient (DReG).
+free bits; Tucker, Lawson, Gu & Maddison (2018) for the doubly reparameterized gradient (DReG);
+Chen, Li, Grosse & Duvenaud (2018), "Isolating Sources of Disentanglement in VAEs", for
+β-TCVAE (``BTCVAELoss``).
 """
 import math
 from collections.abc import Mapping
@@ -16,8 +18,11 @@ from typing import Literal
 import torch
 
 from vae_lab.arguments import NonNegative, PositiveInt
+from vae_lab.errors import VaeLabError
 from vae_lab.likelihoods import build_likelihood
-from vae_lab.models.base import log_q
+from vae_lab.models.base import LOG_2PI, log_q
+from vae_lab.priors import PRIORS
+from vae_lab.schedules import Capacity, Constant
 
 
 class VAELoss:
@@ -56,6 +61,16 @@ class VAELoss:
                              f"not {free_bits}")
         self.likelihood, self.iwae_k, self.free_bits = build_likelihood(likelihood), iwae_k, free_bits
         self.estimator = estimator
+
+    def setup(self, model, kl_schedule, datamodule) -> None:
+        """Called by ``vae_lab.training.train`` before the run folder gets a file, with the model,
+        the KL schedule and the data module (after its ``setup``): a loss that cannot train them
+        raises VaeLabError here, and takes what it needs from the data."""
+        if self.estimator == "dreg" and not (type(kl_schedule) is Constant and kl_schedule.beta == 1):
+            # DReG's weights w̃_i² come from the plain bound; a weight β on the prior ratio changes them
+            raise VaeLabError(f"loss.estimator=dreg is the gradient of the plain importance-weighted bound: it needs "
+                              f"kl_schedule=constant and beta=1 (this run: {type(kl_schedule).__name__}, "
+                              f"beta={kl_schedule.beta})")
 
     def __call__(self, model, x, y, mu, logvar, kl_schedule, epoch: float | None = None) -> dict[str, torch.Tensor]:
         k, prior = self.iwae_k, model.prior
@@ -101,3 +116,88 @@ def dreg_bound(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, recon: t
     weights = torch.softmax(log_w.detach(), dim=0)  # w̃_i, (k, B)
     z.register_hook(lambda grad: grad * weights.unsqueeze(-1))
     return math.log(len(z)) - torch.logsumexp(log_w, dim=0)
+
+
+def log_q_pairs(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z_i,d | x_j) of every latent z_i of a batch under every image x_j's posterior, per
+    dimension: (M, M, z_dim) nats, row i for z_i, column j for x_j, from z, mu, logvar (M, z_dim)."""
+    eps = (z.unsqueeze(1) - mu) * torch.exp(-0.5 * logvar)
+    return -0.5 * (eps.pow(2) + LOG_2PI + logvar)
+
+
+def mws_log_q(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int):
+    """Minibatch-weighted sampling (Chen et al. 2018, section 4.1): estimates of the aggregate
+    posterior q(z) = 1/N Σ_n q(z|x_n) of a data set of N images at the batch's latents, from the
+    batch's M posteriors alone,
+
+        log q(z_i)   ≈ log Σ_j q(z_i | x_j)   − log(N·M)      (M,)
+        log q(z_i,d) ≈ log Σ_j q(z_i,d | x_j) − log(N·M)      (M, z_dim), each dimension's marginal
+
+    A lower bound of E log q(z) in expectation over batches, not an unbiased estimate: a batch
+    that is the whole data set (M = N) gives log q(z) − log N exactly."""
+    pairs = log_q_pairs(z, mu, logvar)
+    log_nm = math.log(dataset_size * len(z))
+    return torch.logsumexp(pairs.sum(2), dim=1) - log_nm, torch.logsumexp(pairs, dim=1) - log_nm
+
+
+def tc_decomposition(z, mu, logvar, prior, dataset_size: int) -> dict[str, torch.Tensor]:
+    """The KL term of a batch split into three (Chen et al. 2018, eq. 2), batch means in nats per
+    sample, with q(z) and q(z_d) the estimates of ``mws_log_q`` (``prior`` must factorise):
+
+        mi      E[log q(z|x) − log q(z)]           index-code mutual information
+        tc      E[log q(z) − Σ_d log q(z_d)]       total correlation
+        dim_kl  E[Σ_d log q(z_d) − log p(z)]       dimension-wise KL, Σ_d KL(q(z_d) ‖ p(z_d))
+
+    The estimates of q cancel in the sum, which is exactly the batch mean of log q(z|x) − log p(z):
+    the one-draw Monte Carlo estimate of the KL."""
+    log_q_z, log_q_marginals = mws_log_q(z, mu, logvar, dataset_size)
+    log_q_z_given_x = log_q((z - mu) * torch.exp(-0.5 * logvar), logvar)
+    log_product = log_q_marginals.sum(1)
+    return {"mi": (log_q_z_given_x - log_q_z).mean(), "tc": (log_q_z - log_product).mean(),
+            "dim_kl": (log_product - prior.log_prob(z)).mean()}
+
+
+class BTCVAELoss(VAELoss):
+    """β-TCVAE (Chen et al. 2018): the KL term split by ``tc_decomposition``, each part weighted,
+
+        loss(x) = recon(x) + α·MI + β·TC + γ·dimKL          per sample, as in ``VAELoss``
+
+    α = ``alpha``, γ = ``gamma``; β is the KL schedule's weight (the run's ``beta``; a warm-up or
+    cycles move it, as Chen et al.'s β annealing ramps the TC's weight). With α = β = γ = 1 this is
+    the ELBO, its KL estimated from the draw of z. Returns 'loss', 'recon', 'kl' (the prior's KL,
+    as ``VAELoss`` reports it: closed form where there is one) and 'mi', 'tc', 'dim_kl'. N, the
+    data set size of ``mws_log_q``, is the number of training images the run serves (``setup``);
+    validation uses the same N, so its terms estimate the same objective on held-out images.
+    One z per image: ``iwae_k`` and ``free_bits`` stay 1 and 0 (they are the keys of every loss).
+    """
+
+    def __init__(self, likelihood: str | Mapping = "bce", alpha: NonNegative = 1.0, gamma: NonNegative = 1.0,
+                 iwae_k: PositiveInt = 1, free_bits: NonNegative = 0.0):
+        if iwae_k != 1:
+            raise VaeLabError(f"loss.iwae_k={iwae_k}: loss=btcvae estimates the KL's parts from one z per "
+                              "image and has no importance-weighted form; leave iwae_k at 1")
+        if free_bits:
+            raise VaeLabError(f"loss.free_bits={free_bits}: loss=btcvae weights the KL's parts (MI, TC, "
+                              "dimension-wise KL) instead of flooring it per dimension; leave free_bits at 0")
+        if not (alpha >= 0 and gamma >= 0):
+            raise ValueError(f"alpha={alpha} and gamma={gamma} must be >= 0")
+        super().__init__(likelihood)
+        self.alpha, self.gamma = alpha, gamma
+        self.dataset_size = None
+
+    def setup(self, model, kl_schedule, datamodule) -> None:
+        if not model.prior.factorises:
+            name = next(name for name, cls in PRIORS.entries.items() if type(model.prior) is cls)
+            raise VaeLabError(f"loss=btcvae splits the KL over latent dimensions, so the prior must factorise "
+                              f"over them; prior={name} does not: use prior=standard")
+        if isinstance(kl_schedule, Capacity):
+            raise VaeLabError("kl_schedule=capacity aims the whole KL at a capacity, but loss=btcvae weights "
+                              "its parts (β: the total correlation's); use kl_schedule=constant, linear_warmup or cyclical")
+        self.dataset_size = len(datamodule.train_set)
+
+    def __call__(self, model, x, y, mu, logvar, kl_schedule, epoch: float | None = None) -> dict[str, torch.Tensor]:
+        z = model.reparameterize(mu, logvar)
+        recon = self.likelihood.reconstruction(model.decode(z, y), x).mean()
+        terms = tc_decomposition(z, mu, logvar, model.prior, self.dataset_size)
+        loss = recon + self.alpha * terms["mi"] + kl_schedule.weight(epoch) * terms["tc"] + self.gamma * terms["dim_kl"]
+        return {"loss": loss, "recon": recon, "kl": model.prior.kl(mu, logvar, z).mean(), **terms}

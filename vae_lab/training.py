@@ -20,7 +20,6 @@ from vae_lab.models import build_model
 from vae_lab.module import LitVAE, MultiStepVAE
 from vae_lab.registry import MODELS, load_plugins, name_of
 from vae_lab.samplers import build_sampler
-from vae_lab.schedules import Constant
 from vae_lab.summary import Recording
 
 
@@ -130,11 +129,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     if module.loss.free_bits and not module.model.prior.closed_form_kl:
         raise VaeLabError(f"loss.free_bits={module.loss.free_bits} needs a KL per latent dimension, which "
                           f"prior={name_of(config['prior'])} has no closed form for; leave free_bits at 0")
-    schedule = module.kl_schedule
-    if module.loss.estimator == "dreg" and not (type(schedule) is Constant and schedule.beta == 1):
-        # DReG's weights w̃_i² come from the plain bound; a weight β on the prior ratio changes them
-        raise VaeLabError(f"loss.estimator=dreg is the gradient of the plain importance-weighted bound: it needs "
-                          f"kl_schedule=constant and beta=1 (this run: {type(schedule).__name__}, beta={schedule.beta})")
+    module.loss.setup(module.model, module.kl_schedule, datamodule)  # a loss refuses what it cannot train, reads N
     if checkpoint is not None:
         check_fits(checkpoint, module, cfg.ckpt_path)
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():

@@ -11,7 +11,8 @@
                               the axes of the manifold and the traversals
 
 The loss, the IWAE bound, the metrics, the samplers and the pictures use these, never N(0, I)
-written out. q(z|x) is every model's diagonal Gaussian (``vae_lab.models.base.log_q``).
+written out. ``factorises`` says whether p(z) = Π_d p(z_d), so that log_prob(z) is a sum of
+per-dimension terms (``loss=btcvae`` needs it). q(z|x) is every model's diagonal Gaussian (``vae_lab.models.base.log_q``).
 """
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from vae_lab.models.base import log_q
 
 class Prior(nn.Module):
     closed_form_kl = False  # True when kl_per_dim has a closed form
+    factorises = False  # True when p(z) is a product over latent dimensions
 
     def __init__(self, z_dim: int):
         super().__init__()

@@ -20,6 +20,7 @@ def standard_normal_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 @PRIORS.register("standard")
 class StandardNormal(Prior):
     closed_form_kl = True
+    factorises = True
 
     def log_prob(self, z):
         return standard_normal_log_prob(z)
