@@ -361,7 +361,7 @@ def test_btcvae_weights_enter_as_configured_and_n_comes_from_the_data(tmp_path, 
     ("prior=mog", "loss=btcvae splits the KL over latent dimensions, so the prior must factorise over them; "
                   "prior=mog does not"),
     ("kl_schedule=capacity", "kl_schedule=capacity aims the whole KL at a capacity"),
-])
+], ids=["iwae_k", "free_bits", "mog", "capacity"])
 def test_btcvae_refuses_what_makes_no_sense_in_one_line(tmp_path, tiny_data, refused, expected):
     cfg = make_config(tmp_path, "loss=btcvae", refused)
     model = make_model()

@@ -133,8 +133,9 @@ def mws_log_q(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_s
         log q(z_i)   ≈ log Σ_j q(z_i | x_j)   − log(N·M)      (M,)
         log q(z_i,d) ≈ log Σ_j q(z_i,d | x_j) − log(N·M)      (M, z_dim), each dimension's marginal
 
-    A lower bound of E log q(z) in expectation over batches, not an unbiased estimate: a batch
-    that is the whole data set (M = N) gives log q(z) − log N exactly."""
+    Biased low: for a batch of distinct images at most log q(z) − log M (equal when the batch is
+    the whole data set), and log q(z) − log N when every posterior is the same (docs/theory.md).
+    ``dataset_size`` only shifts both by a constant: no gradient depends on it."""
     pairs = log_q_pairs(z, mu, logvar)
     log_nm = math.log(dataset_size * len(z))
     return torch.logsumexp(pairs.sum(2), dim=1) - log_nm, torch.logsumexp(pairs, dim=1) - log_nm
