@@ -9,10 +9,8 @@ discrete factor (the class) keeps its values. DCI and SAP fit predictors on one 
 (a random half, from ``seed``) and judge them on the other.
 """
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from vae_lab.errors import VaeLabError
-from vae_lab.morphometrics import UNITS
 
 BINS = 20  # equal-count bins per continuous variable (as disentanglement_lib discretizes codes)
 MIN_IMAGES = 1000  # 20 x 20 joint bins need this many for a mutual-information bias below 0.06 of log 20
@@ -100,6 +98,8 @@ def dci(codes: np.ndarray, factors: np.ndarray, discrete: list[bool], seed: int 
     one dimension, I when the codes predict the factors fully. Returns those three floats under
     'disentanglement', 'completeness', 'informativeness' and 'importance', R as a (D, K) array.
     """
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor  # 0.6 s: only when measured
+
     n_codes, n_factors = codes.shape[1], factors.shape[1]
     train, test = halves(len(codes), seed)
     importance, scores = np.zeros((n_codes, n_factors)), []
@@ -177,7 +177,8 @@ def measure(codes: np.ndarray, morphometrics: dict[str, np.ndarray], labels: np.
     """MIG, DCI and SAP of codes (N, D) against the factors of ``factor_table``, for metrics.json:
     'mig', 'dci_disentanglement', 'dci_completeness', 'dci_informativeness', 'sap' (floats in [0, 1]),
     'factors' (the K names), 'factor_mi' (D x K: ``normalized_mutual_information``) and
-    'factor_per_dim' (the factor each dimension carries most of). Images whose morphometrics are
+    'factor_per_dim' (the factor each dimension carries most of; None for one that carries none,
+    as a constant dimension). Images whose morphometrics are
     NaN (no stroke) are left out; VaeLabError when fewer than ``MIN_IMAGES`` remain."""
     names, factors, discrete = factor_table(morphometrics, labels)
     codes = np.asarray(codes, dtype=np.float64)
@@ -186,16 +187,10 @@ def measure(codes: np.ndarray, morphometrics: dict[str, np.ndarray], labels: np.
     measured = np.isfinite(factors).all(1)
     codes, factors = codes[measured], factors[measured]
     if len(codes) < MIN_IMAGES:
-        raise VaeLabError(f"disentanglement metrics need at least {MIN_IMAGES} images with a stroke; "
-                          f"{len(codes)} given (n_images={len(measured)}); give more, or disentanglement=false")
+        raise VaeLabError(f"at least {MIN_IMAGES} images with a stroke are needed, {len(codes)} given")
     shares = normalized_mutual_information(codes, factors, discrete)
     dci_result = dci(codes, factors, discrete, seed)
     return {"mig": float(gaps(shares).mean()), "dci_disentanglement": dci_result["disentanglement"],
             "dci_completeness": dci_result["completeness"], "dci_informativeness": dci_result["informativeness"],
             "sap": sap(codes, factors, discrete, seed), "factors": names, "factor_mi": shares.round(4).tolist(),
-            "factor_per_dim": [names[k] for k in shares.argmax(1)]}
-
-
-def factor_label(name: str) -> str:
-    """A factor's name with its unit, for plots: 'slant (°)', 'class'."""
-    return f"{name} ({UNITS[name]})" if name in UNITS else name
+            "factor_per_dim": [names[k] if row.max() > 0 else None for k, row in zip(shares.argmax(1), shares)]}

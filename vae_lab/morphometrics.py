@@ -65,15 +65,17 @@ def binarized(hires: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     return hires > low + threshold * (high - low)
 
 
-def cropped(binary: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, h, w): each image's window of the same size h x w, the smallest that holds
-    every image's stroke, placed at that image's stroke (no stroke is cut; outside is ground)."""
-    rows, columns = binary.any(2), binary.any(1)
-    top, left = rows.argmax(1), columns.argmax(1)  # 0 for an image without a stroke
-    h = int((binary.shape[1] - rows[:, ::-1].argmax(1) - top).max())
-    w = int((binary.shape[2] - columns[:, ::-1].argmax(1) - left).max())
-    padded = np.pad(binary, ((0, 0), (0, h), (0, w)))
-    index = np.arange(len(binary))[:, None, None]
+def cropped(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N, H, W) images -> (N, h, w): each image's window of the same size h x w, the smallest that
+    holds every image's ``mask`` (N, H, W) bool, placed at that image's mask (what lies outside
+    every window is cut, zeros are added past the edge). Measures that move with the image are the
+    same on the windows, which cost a half or less of the time."""
+    rows, columns = mask.any(2), mask.any(1)
+    top, left = rows.argmax(1), columns.argmax(1)  # 0 for an image with an empty mask
+    h = int((mask.shape[1] - rows[:, ::-1].argmax(1) - top).max())
+    w = int((mask.shape[2] - columns[:, ::-1].argmax(1) - left).max())
+    padded = np.pad(images, ((0, 0), (0, h), (0, w)))
+    index = np.arange(len(images))[:, None, None]
     return padded[index, top[:, None, None] + np.arange(h)[:, None], left[:, None, None] + np.arange(w)]
 
 
@@ -161,12 +163,12 @@ def measure(images: torch.Tensor, scale: int = SCALE) -> dict[str, np.ndarray]:
     for chunk in images.split(per_call):
         hires = upsampled(chunk, scale)
         binary = binarized(hires)
-        skeleton, distance = skeletons(cropped(binary))
+        skeleton, distance = skeletons(cropped(binary, binary))
         with np.errstate(invalid="ignore", divide="ignore"):  # no stroke: NaN
             part = {"area": binary.sum((1, 2)) / scale ** 2,
                     "length": skeleton_length(skeleton) / scale,
                     "thickness": 2 * (distance * skeleton).sum((1, 2)) / skeleton.sum((1, 2)) / scale}
-        bounds = moments_and_bounds(hires)
+        bounds = moments_and_bounds(cropped(hires, hires > 0))
         part.update(slant=bounds["slant"], width=bounds["width"] / scale, height=bounds["height"] / scale)
         stroke = binary.any((1, 2))
         parts.append({name: np.where(stroke, part[name], np.nan).astype(np.float64) for name in MORPHOMETRICS})
