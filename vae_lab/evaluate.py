@@ -27,7 +27,8 @@ Writes (per test sample; what each means: docs/metrics.md):
                                    morphometrics are measured once per data set and cached). Colour
                                    images, or fewer than 1,000 images, leave a one-line reason under
                                    ``disentanglement`` instead; ``traversal_factors.png`` beside
-                                   metrics.json labels each traversal row with its dimension's factor
+                                   metrics.json (``<out stem>-traversal_factors.png`` with ``out``)
+                                   labels each traversal row with its dimension's factors
 ``run`` may also be a .ckpt file; ``checkpoint`` picks ``last`` (the state after the last epoch) or
 ``best`` (lowest val/loss) of a run folder; ``out`` defaults to ``<run folder>/metrics.json`` (for a
 .ckpt outside a run's checkpoints/ folder, ``<file stem>-metrics.json`` beside it); ``plugins`` names
