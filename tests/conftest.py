@@ -69,6 +69,17 @@ def classifier_path(tmp_path_factory, data_root):
 
 
 @pytest.fixture(scope="session")
+def morphometrics_cache(tmp_path_factory, data_root) -> Path:
+    """A cache folder (for VAE_LAB_CACHE) holding the morphometrics of MNIST's test digits, measured
+    once per session (python -m vae_lab.morphometrics, about 20 s)."""
+    from vae_lab.morphometrics import main
+
+    cache = tmp_path_factory.mktemp("cache")
+    main([f"out={cache / 'mnist_morphometrics.npz'}", f"data_root={data_root}"])
+    return cache
+
+
+@pytest.fixture(scope="session")
 def classifier(classifier_path):
     from vae_lab.classifier import load_classifier
 

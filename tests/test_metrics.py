@@ -155,6 +155,7 @@ def test_evaluate_writes_metrics_json_into_the_run_folder(name, short_runs, clas
     assert f"test_nll_{'mse' if likelihood == 'bce' else 'bce'}" not in found  # never one key for both
     assert found["iwae_k"] == 20 and found["n_images"] == 100 and found["n_samples"] == 500
     assert found["classifier_test_accuracy"] >= 0.99 and found["fid"] > 0 and "conditional_accuracy" not in found
+    assert found["disentanglement"] == "not measured: at least 1000 images are needed, 100 given" and "mig" not in found
     assert found["test_elbo"] == pytest.approx(-(found["test_recon"] + found["test_kl"]))
     z_dim = 20 if name == "dense-bce" else 2
     assert len(found["kl_per_dim"]) == z_dim and 0 <= found["active_units"] <= z_dim
@@ -180,16 +181,20 @@ def test_evaluate_errors_are_one_line(args, message):
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
 
 
-def test_evaluation_at_the_end_of_training_joins_the_hparams_table(tmp_path):
-    result = run_train("epochs=1", "callbacks=evaluate", "callbacks.evaluate.k=5", "callbacks.evaluate.n_images=50",
+def test_evaluation_at_the_end_of_training_joins_the_hparams_table(tmp_path, morphometrics_cache, monkeypatch):
+    monkeypatch.setenv("VAE_LAB_CACHE", str(morphometrics_cache))
+    result = run_train("epochs=1", "callbacks=evaluate", "callbacks.evaluate.k=5", "callbacks.evaluate.n_images=1000",
                        *TINY_RUN, run_dir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads((tmp_path / "metrics.json").read_text())
-    assert found["iwae_k"] == 5 and found["n_images"] == 50 and "fid" not in found
+    assert found["iwae_k"] == 5 and found["n_images"] == 1000 and "fid" not in found
     events = EventAccumulator(str(tmp_path))
     events.Reload()
-    assert {"hparams/test_nll_bce", "hparams/active_units", "hparams/val_loss"} <= set(events.Tags()["scalars"])
+    assert {"hparams/test_nll_bce", "hparams/active_units", "hparams/val_loss", "hparams/mig",
+            "hparams/dci_disentanglement", "hparams/sap"} <= set(events.Tags()["scalars"])
     assert events.Scalars("hparams/test_nll_bce")[-1].value == pytest.approx(found["test_nll_bce"])
+    assert events.Scalars("hparams/mig")[-1].value == pytest.approx(found["mig"])
+    assert (tmp_path / "traversal_factors.png").is_file()
 
 
 def test_a_damaged_classifier_file_is_one_line_for_evaluate_and_for_training(classifier_path, tmp_path):

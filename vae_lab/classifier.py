@@ -22,7 +22,7 @@ from vae_lab.checkpoint import safe_load
 from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.data import ARRAYS, MNIST_CLASSES, MNIST_SHAPE, EpochBatchSampler, data_root, dataset, has_labels
 from vae_lab.errors import VaeLabError
-from vae_lab.io import write_atomically
+from vae_lab.io import cache_folder, write_atomically
 from vae_lab.registry import DATASETS
 
 DEFAULTS = {"data": "mnist", "path": None, "epochs": None, "out": None, "data_root": None, "seed": 0}
@@ -36,8 +36,17 @@ def data_key(source: dict) -> str:
 
 def default_path(source: dict | None = None) -> Path:
     """Where the classifier of a data set (a run's data config; MNIST when None) is cached."""
-    cache = Path(os.environ.get("VAE_LAB_CACHE", "~/.cache/vae_lab")).expanduser()
-    return cache / f"{data_key(source or {'name': 'mnist'})}_classifier.pt"
+    return cache_folder() / f"{data_key(source or {'name': 'mnist'})}_classifier.pt"
+
+
+def source_of(options) -> dict:
+    """The data config (plain values) a tool's ``data``, ``path`` and ``data_root`` options name."""
+    if options.data == ARRAYS:
+        if not options.path:
+            raise VaeLabError(f"data={ARRAYS} needs the file: path=my_images.npz")
+        return {"name": ARRAYS, "path": str(Path(options.path).expanduser().resolve())}
+    DATASETS.get(options.data)
+    return {"name": options.data, "root": data_root(options.data_root), "download": False}
 
 
 def train_command(source: dict) -> str:
@@ -160,13 +169,7 @@ def classifier_for(source: dict) -> tuple[Classifier, float]:
 def main(argv: list[str] | None = None) -> None:
     def command():
         options = parse_options(argv, DEFAULTS, "python -m vae_lab.classifier", at_least={"epochs": 1, "seed": 0})  # epochs=None: the data set's default
-        if options.data == ARRAYS:
-            if not options.path:
-                raise VaeLabError(f"data={ARRAYS} needs the file: path=my_images.npz")
-            source = {"name": ARRAYS, "path": str(Path(options.path).expanduser().resolve())}
-        else:
-            DATASETS.get(options.data)
-            source = {"name": options.data, "root": data_root(options.data_root), "download": False}
+        source = source_of(options)
         out = Path(options.out).expanduser() if options.out else default_path(source)
         classifier, test_accuracy = train_classifier(source, options.epochs, options.seed)
         save_classifier(classifier, test_accuracy, out)

@@ -2,7 +2,7 @@
 
     python -m vae_lab.evaluate run=outputs/<run folder> [k=1000] [n_images=10000] [n_samples=10000]
                                [seed=0] [checkpoint=last] [sampler=prior|gmm|vae2] [out=FILE]
-                               [classifier=FILE] [data_root=DIR] [plugins=[my_lab.models]]
+                               [classifier=FILE] [data_root=DIR] [plugins=[my_lab.models]] [disentanglement=true]
 
 Writes (per test sample; what each means: docs/metrics.md):
   test_elbo, test_recon, test_kl   the loss terms with one z ~ q(z|x) each (units of val/…)
@@ -19,6 +19,16 @@ Writes (per test sample; what each means: docs/metrics.md):
                                    fits a mixture to the training images' posterior means, once, and
                                    keeps it beside the checkpoint; ``sampler.components=20`` its size)
   classifier_test_accuracy         that classifier's measured accuracy on the test digits
+  mig, dci_disentanglement, dci_completeness, dci_informativeness, sap
+                                   whether single latent dimensions follow single factors of the test
+                                   digits (their morphometrics, vae_lab.morphometrics, and the class):
+                                   vae_lab.disentanglement, with factors, factor_mi (z_dim x factors)
+                                   and factor_per_dim; ``disentanglement=false`` skips them (seconds; the
+                                   morphometrics are measured once per data set and cached). Colour
+                                   images, or fewer than 1,000 images, leave a one-line reason under
+                                   ``disentanglement`` instead; ``traversal_factors.png`` beside
+                                   metrics.json (``<out stem>-traversal_factors.png`` with ``out``)
+                                   labels each traversal row with its dimension's factors
 ``run`` may also be a .ckpt file; ``checkpoint`` picks ``last`` (the state after the last epoch) or
 ``best`` (lowest val/loss) of a run folder; ``out`` defaults to ``<run folder>/metrics.json`` (for a
 .ckpt outside a run's checkpoints/ folder, ``<file stem>-metrics.json`` beside it); ``plugins`` names
@@ -29,6 +39,7 @@ On a CPU, k=1000 over all 10,000 test digits takes minutes to tens of minutes; k
 """
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from vae_lab import metrics
@@ -36,6 +47,10 @@ from vae_lab.checkpoint import load_model, result_path
 from vae_lab.classifier import classifier_for, load_classifier
 from vae_lab.cli import exit_on_error, parse_options
 from vae_lab.data import binarized_split, data_root, load_split, seen_training_split
+from vae_lab.disentanglement import MIN_IMAGES, measure as disentanglement_metrics
+from vae_lab.figures import factor_traversal
+from vae_lab.inference import ACTIVE_UNIT_VARIANCE, dimension_information, posterior
+from vae_lab.morphometrics import morphometrics_for
 from vae_lab.registry import load_plugins, name_of
 from vae_lab.samplers import FromPrior, build_sampler, fitted_sampler
 from vae_lab.errors import VaeLabError
@@ -43,7 +58,9 @@ from vae_lab.io import write_json
 from vae_lab.summary import Recording
 
 DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "checkpoint": "last",
-            "sampler": {"name": "prior"}, "out": None, "classifier": None, "data_root": None, "plugins": []}
+            "sampler": {"name": "prior"}, "out": None, "classifier": None, "data_root": None, "plugins": [],
+            "disentanglement": True}
+TRAVERSAL_FILE = "traversal_factors.png"
 
 
 def root_of(data: dict, given: str | None) -> str | None:
@@ -67,25 +84,57 @@ def load_test_images(config: dict, root: str | None = None):
     return grey, binarized_split(grey, data.get("binarize", "none"), data["seed"], train=False)
 
 
+def factor_metrics(source: dict, grey: torch.Tensor, codes: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict:
+    """``vae_lab.disentanglement.measure`` of the codes (n, z_dim), posterior means, of the first n
+    test images against their factors: the morphometrics of the grey test images (N, 1, H, W) of
+    the data set ``source`` names (cached: ``vae_lab.morphometrics.morphometrics_for``) and the
+    labels (n,). Inactive dimensions (``vae_lab.metrics.active_units``) count as constant: their
+    means vary by less than a tenth of the prior's spread, under the posterior's noise, so the
+    decoder cannot read them, though the metrics, blind to scale, would. Where the metrics cannot be
+    measured (colour images, too few), {'disentanglement': 'not measured: <why>'}."""
+    if grey.shape[1] != 1:
+        return {"disentanglement": "not measured: colour images (the morphometrics measure grey ones)"}
+    if len(codes) < MIN_IMAGES:
+        return {"disentanglement": f"not measured: at least {MIN_IMAGES} images are needed, {len(codes)} given"}
+    measured = {name: values[:len(codes)] for name, values in morphometrics_for(source, grey).items()}
+    active = codes.var(0) > ACTIVE_UNIT_VARIANCE
+    try:
+        return disentanglement_metrics((codes * active).numpy(), measured, labels.numpy(), seed)
+    except VaeLabError as error:
+        return {"disentanglement": f"not measured: {error}"}
+
+
 def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_samples: int = 0,
-            classifier: tuple | None = None, seed: int = 0, root: str | None = None, sampler=None) -> dict:
+            classifier: tuple | None = None, seed: int = 0, root: str | None = None, sampler=None,
+            disentanglement: bool = True, traversal_path: Path | None = None) -> dict:
     """The metrics of the module docstring for a model in eval mode (see docs/metrics.md).
 
     ``classifier`` is what ``vae_lab.classifier.classifier_for`` returns; the sample metrics need it
     and n_samples > 0, and draw their latents from ``sampler`` (a ready ``vae_lab.samplers`` one;
-    default the prior).
+    default the prior). With ``disentanglement``, the metrics of ``factor_metrics`` and, for a
+    model that draws without a label, the labelled traversal (``vae_lab.figures.factor_traversal``)
+    in ``traversal_path``.
     """
     grey, seen = load_test_images(config, root)
     images, labels = (t[:n_images] for t in seen.tensors)
     likelihood = name_of(config["loss"]["likelihood"])
     terms = metrics.elbo_terms(model, images, labels, seed=seed)
     nll = -metrics.iwae_bound(model, images, labels, k=k, seed=seed).mean().item()
+    mu, logvar = posterior(model, images, labels)
     result = {
         "test_elbo": terms["elbo"], "test_recon": terms["recon"], "test_kl": terms["kl"],
         f"test_nll_{likelihood}": nll, "iwae_k": k, "n_images": len(images),
-        **metrics.latent_metrics(model, images, labels),
+        **metrics.latent_metrics(model, mu, logvar),
         "likelihood": likelihood, "binarize": config["data"].get("binarize", "none"),
     }
+    if disentanglement:
+        result.update(factor_metrics(config["data"], grey.tensors[0], mu, labels, seed))
+        if "factor_mi" in result and not model.num_classes and traversal_path is not None:
+            from matplotlib import pyplot
+
+            figure = factor_traversal(model, dimension_information(model, mu, logvar), result["factor_mi"], result["factors"])
+            figure.savefig(traversal_path)
+            pyplot.close(figure)
     if n_samples and classifier:
         if classifier[0].image_shape != tuple(images.shape[1:]):
             raise VaeLabError(f"the classifier judges images of {classifier[0].image_shape}, this run's are "
@@ -108,22 +157,24 @@ def evaluate(options) -> Path:
     if options.n_samples:
         sampler = fitted_sampler(sampler, model, *training_images(config, options.data_root).tensors, checkpoint,
                                  options.seed)
-    result = measure(model, config, options.k, options.n_images, options.n_samples, classifier,
-                     options.seed, options.data_root, sampler)
     out = Path(options.out) if options.out else result_path(checkpoint, "metrics.json")
+    result = measure(model, config, options.k, options.n_images, options.n_samples, classifier,
+                     options.seed, options.data_root, sampler, options.disentanglement,
+                     out.with_name(f"{out.stem}-{TRAVERSAL_FILE}") if options.out else result_path(checkpoint, TRAVERSAL_FILE))
     write_json(result, out)
     return out
 
 
 class EvaluateAtEnd(Recording):
     """At the end of training, ``measure`` the model into ``<run folder>/metrics.json`` and the
-    run's summary (and so the HPARAMS table). ``n_samples > 0`` needs the cached classifier."""
+    run's summary (and so the HPARAMS table), and with ``disentanglement`` the labelled traversal
+    into ``traversal_factors.png``. ``n_samples > 0`` needs the cached classifier."""
 
-    def __init__(self, k: int = 1000, n_images: int = 10_000, n_samples: int = 0):
+    def __init__(self, k: int = 1000, n_images: int = 10_000, n_samples: int = 0, disentanglement: bool = True):
         if min(k - 1, n_images - 1, n_samples) < 0:
             raise ValueError(f"k={k}, n_images={n_images}, n_samples={n_samples}: k and n_images must be >= 1, "
                              "n_samples >= 0")
-        self.k, self.n_images, self.n_samples = k, n_images, n_samples
+        self.k, self.n_images, self.n_samples, self.disentanglement = k, n_images, n_samples, disentanglement
         self.classifier, self.result = None, {}
 
     def check(self, datamodule) -> None:
@@ -140,9 +191,11 @@ class EvaluateAtEnd(Recording):
         if self.n_samples:
             sampler = fitted_sampler(sampler, model, *trainer.datamodule.fit_set.tensors,
                                      Path(trainer.checkpoint_callback.last_model_path), seed)
+        folder = Path(trainer.default_root_dir)
         self.result = measure(model, pl_module.config, self.k, self.n_images, self.n_samples, self.classifier,
-                              seed, sampler=sampler)
-        write_json(self.result, Path(trainer.default_root_dir) / "metrics.json")
+                              seed, sampler=sampler, disentanglement=self.disentanglement,
+                              traversal_path=folder / TRAVERSAL_FILE)
+        write_json(self.result, folder / "metrics.json")
 
     def record(self) -> dict:
         return {"metrics": self.result}

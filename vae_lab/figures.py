@@ -99,11 +99,16 @@ def manifold(model, n: int = GRID_SIDE, label: int | None = None) -> torch.Tenso
     return grid(decode_images(model, latents, labels), nrow=n)
 
 
+def traversal_dims(information: torch.Tensor, max_dims: int = ROW_LENGTH) -> torch.Tensor:
+    """The latent dimensions a traversal shows, one per row: the ``max_dims`` most informative
+    (largest ``information`` (z_dim,): its KL, or the variance of its posterior mean) first."""
+    return information.argsort(descending=True)[:max_dims]
+
+
 def traversal(model, information: torch.Tensor, max_dims: int = ROW_LENGTH, n: int = GRID_SIDE) -> torch.Tensor:
-    """One row per latent dimension, most informative (largest ``information`` (z_dim,): its KL, or
-    the variance of its posterior mean) first: that dimension sweeps the prior's quantiles while all
-    others stay at the prior's median."""
-    dims = information.argsort(descending=True)[:max_dims]
+    """One row per latent dimension of ``traversal_dims``: that dimension sweeps the prior's
+    quantiles while all others stay at the prior's median."""
+    dims = traversal_dims(information, max_dims)
     q = prior_quantiles(model, n)
     median = model.prior.quantiles(torch.tensor([0.5], dtype=torch.float64)).detach().cpu()  # (1, z_dim)
     z = median.repeat(len(dims), n, 1)
@@ -120,6 +125,33 @@ def interpolation(model, images: torch.Tensor, labels: torch.Tensor, steps: int 
     weights = torch.linspace(0, 1, steps).unsqueeze(1)
     condition = torch.full((steps,), int(labels[0]) if label is None else label)
     return grid(decode_images(model, (1 - weights) * mu[0] + weights * mu[1], condition), nrow=steps)
+
+
+def factor_traversal(model, information: torch.Tensor, factor_mi, factors: list[str]):
+    """The ``traversal``, each row labelled with its latent dimension and the two factors that
+    dimension carries most of, with their shares of the factor's entropy (``factor_mi`` (z_dim, K)
+    and the K ``factors`` of ``vae_lab.disentanglement.measure``); a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    dims = traversal_dims(information)
+    picture = traversal(model, information)
+    tile = model.image_shape[1] + 2  # each row: an image and the grid's padding of 2 pixels
+    labels = []
+    for d in dims.tolist():
+        first, second = sorted(range(len(factors)), key=lambda k: -factor_mi[d][k])[:2]
+        labels.append(f"z{d}: {factors[first]} {factor_mi[d][first]:.2f}, {factors[second]} {factor_mi[d][second]:.2f}"
+                      if factor_mi[d][first] > 0 else f"z{d}: nothing")
+    figure, axes = plt.subplots(figsize=(8, 0.45 * len(dims) + 0.9), dpi=100)
+    axes.imshow(picture.permute(1, 2, 0).numpy())
+    axes.set_yticks([2 + tile * row + tile / 2 - 1 for row in range(len(dims))], labels, fontsize=9)
+    axes.set_xticks([])
+    axes.set_title("each row sweeps one latent dimension; label: the factors it carries most of,\n"
+                   "as shares of their entropy, I(z; factor) / H(factor) (docs/metrics.md)", fontsize=9)
+    figure.tight_layout()
+    return figure
 
 
 def latent_scatter(mu: torch.Tensor, labels: torch.Tensor):

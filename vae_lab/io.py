@@ -1,10 +1,17 @@
 """Files written whole or not at all: every file vae_lab writes for later (checkpoints, summaries,
-metrics, fitted samplers, classifiers) goes through ``write_atomically``."""
+metrics, fitted samplers, classifiers, morphometrics) goes through ``write_atomically``; what is
+computed once per machine lives in ``cache_folder()``."""
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def cache_folder() -> Path:
+    """Where what a machine computes once per data set is kept (the classifiers, the morphometrics):
+    ``$VAE_LAB_CACHE``, else ``~/.cache/vae_lab``."""
+    return Path(os.environ.get("VAE_LAB_CACHE", "~/.cache/vae_lab")).expanduser()
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:

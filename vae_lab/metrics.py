@@ -14,7 +14,7 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from vae_lab.classifier import Features, predict
-from vae_lab.inference import ACTIVE_UNIT_VARIANCE, decode_images, device_of, kl_per_dimension, posterior
+from vae_lab.inference import ACTIVE_UNIT_VARIANCE, decode_images, device_of, kl_per_dimension
 from vae_lab.models.base import log_q
 from vae_lab.samplers import FromPrior
 
@@ -88,10 +88,10 @@ def active_units(mu: torch.Tensor) -> int:
     return int((mu.var(0) > ACTIVE_UNIT_VARIANCE).sum())
 
 
-def latent_metrics(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def latent_metrics(model, mu: torch.Tensor, logvar: torch.Tensor) -> dict:
     """'active_units' (int) and 'kl_per_dim' (list of z_dim floats, nats; None for a prior without a
-    closed form per dimension) on the given images."""
-    mu, logvar = posterior(model, images, labels)
+    closed form per dimension) of a set of images' posteriors, means and log-variances (N, z_dim)
+    (``vae_lab.inference.posterior``)."""
     kl = kl_per_dimension(model, mu, logvar)
     return {"active_units": active_units(mu), "kl_per_dim": None if kl is None else kl.tolist()}
 

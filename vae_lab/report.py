@@ -12,6 +12,9 @@ else ``outputs/reports/<date_time>``):
                         differ only in their seed, one row per group with the mean ± standard deviation
   rate_distortion.png   final val KL (rate) against val reconstruction (distortion), a point per
                         run labelled with β, a line per z_dim
+  disentanglement.png   when evaluated runs differ in β: MIG, DCI disentanglement and completeness
+                        and SAP (metrics.json, vae_lab.disentanglement) against β, a line per
+                        setting that differs besides β and the seed, mean ± std over seeds
   samples_by_run.png    each run's samples.png (cvae: digits.png) side by side
   manifolds_by_run.png  each z_dim = 2 run's manifold.png side by side
 The pictures only show finished runs; a picture no finished run has is not written. Everything is
@@ -37,6 +40,8 @@ from vae_lab.summary import SUMMARY_FILE, numbers
 
 # column -> key of the summary's final losses
 LOSSES = {"train loss": "train_loss", "val loss": "val_loss", "val recon": "val_recon", "val KL": "val_kl"}
+# the disentanglement metrics plotted against β (vae_lab.disentanglement)
+DISENTANGLEMENT = ("mig", "dci_disentanglement", "dci_completeness", "sap")
 USAGE = "python -m vae_lab.report <run or sweep folder> [more folders or globs] [--out DIR]"
 
 
@@ -136,6 +141,36 @@ def rate_distortion(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def disentanglement_by_beta(runs: list[dict], path: Path) -> None:
+    """One panel per metric of ``DISENTANGLEMENT`` against β (log scale when every β > 0): a line per
+    group of runs alike in all but β and the seed, each point the mean over its seeds, the bars
+    their standard deviation."""
+    keys = [key for key in differing(runs) if key not in ("beta", "seed")]
+    betas = sorted({run["settings"]["beta"] for run in runs})
+    lines = {}
+    for run in runs:
+        name = " ".join(f"{key}={shown(run['settings'].get(key, '-'))}" for key in keys) or "runs"
+        lines.setdefault(name, {}).setdefault(run["settings"]["beta"], []).append(run["metrics"])
+    figure, axes = plt.subplots(1, len(DISENTANGLEMENT), figsize=(3 * len(DISENTANGLEMENT), 3.2), sharey=True)
+    for axis, metric in zip(axes, DISENTANGLEMENT):
+        for name, by_beta in lines.items():
+            line = sorted(by_beta)
+            values = [[found[metric] for found in by_beta[beta]] for beta in line]
+            axis.errorbar(line, [statistics.mean(v) for v in values],
+                          yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in values], marker="o", capsize=3, label=name)
+        axis.set(title=metric, xlabel="β", ylim=(0, 1))
+        if min(betas) > 0:
+            axis.set_xscale("log")
+        axis.set_xticks(betas, [shown(beta) for beta in betas], minor=False)
+        axis.minorticks_off()
+    axes[0].set_ylabel("score (1: one dimension per factor)")
+    if len(lines) > 1:
+        axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def side_by_side(images: list[tuple[str, Path]], path: Path, columns: int = 4) -> None:
     """The PNGs in a grid of at most `columns` per row, each titled with its run's label."""
     rows = math.ceil(len(images) / columns)
@@ -205,6 +240,11 @@ def report(paths: list[Path], out: Path | None = None) -> list[Path]:
     if finished:
         rate_distortion(finished, out / "rate_distortion.png")
         written.append(out / "rate_distortion.png")
+    evaluated = [run for run in finished if all(key in run["metrics"] for key in DISENTANGLEMENT)
+                 and isinstance(run["settings"].get("beta"), (int, float))]
+    if len({run["settings"]["beta"] for run in evaluated}) > 1:
+        disentanglement_by_beta(evaluated, out / "disentanglement.png")
+        written.append(out / "disentanglement.png")
     for name, pngs in (("samples_by_run", ("samples.png", "digits.png")), ("manifolds_by_run", ("manifold.png",))):
         images = [(label(run, keys), run["dir"] / png) for run in finished for png in pngs if (run["dir"] / png).is_file()]
         if images:
