@@ -1,4 +1,5 @@
 """Crashes, bad checkpoints and runaway losses on short real trainings; see docs/reliability.md."""
+import ctypes
 import json
 import os
 import pickle
@@ -349,3 +350,33 @@ def test_every_intra_op_thread_flushes_subnormals_in_the_command_lines_and_in_th
     assert as_train_py.stdout.strip() == "0", as_train_py.stderr[-2000:]
     x = torch.full((2 ** 24,), 1e-39)
     assert int(((x * 1.0) != 0).sum()) == 0  # the test process, where trainings run in-process too
+
+
+
+TORCH_CPU = f"{torch.__path__[0]}/lib/libtorch_cpu.so"  # on Linux, MKL is linked into it
+REPORTS_MKL_DYNAMIC = f"""import ctypes, sys
+from lightning.pytorch.callbacks import Callback
+from conftest import TINY_RUN, make_config
+from vae_lab.training import train
+
+dynamic = ctypes.CDLL("{TORCH_CPU}").mkl_serv_get_dynamic
+
+class Report(Callback):
+    def on_train_batch_start(self, *args):
+        print("mkl_dynamic", dynamic())
+
+print("mkl_dynamic", dynamic())
+train(make_config(sys.argv[1], "epochs=1", *TINY_RUN, "trainer.limit_train_batches=1"), [Report()])
+"""
+
+
+def test_a_training_fixes_how_many_threads_mkl_uses(tmp_path):
+    # Intel's reproducibility conditions for MKL: a fixed thread count, MKL_DYNAMIC off; it is on in
+    # a process that never called torch.set_num_threads, as every vae_lab command line is.
+    if not (os.path.isfile(TORCH_CPU) and hasattr(ctypes.CDLL(TORCH_CPU), "mkl_serv_get_dynamic")):
+        pytest.skip("this torch has no MKL to ask")
+    result = subprocess.run([sys.executable, "-c", REPORTS_MKL_DYNAMIC, str(tmp_path)], cwd=REPO / "tests",
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, during = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("mkl_dynamic")]
+    assert (before, during) == ("1", "0")  # on before the run (the fault is real here), off while it trains

@@ -107,6 +107,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
         stored = stored_config(checkpoint, cfg.ckpt_path)  # a checkpoint with a config that names code is refused here too
         check_resumable(stored, cfg.trainer.get("steps_per_execution", 1), cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # The same thread count, set: until torch.set_num_threads is called, MKL may change how many
+    # threads a product uses from call to call (MKL_DYNAMIC), and Intel makes a fixed count a
+    # condition of bit-identical results from run to run (a resumed run must match a whole one).
+    torch.set_num_threads(torch.get_num_threads())
     datamodule = build(cfg.data, "data")
     datamodule.setup("fit")  # fail on missing or bad data now, before any training starts
     config = OmegaConf.to_container(cfg, resolve=True)
