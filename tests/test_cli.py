@@ -31,8 +31,6 @@ BAD_OVERRIDES = {
     "callbacks=evaluate callbacks.evaluate.k=0": "error: callbacks.evaluate: k=0, n_images=10000, n_samples=0: k and n_images must be >= 1",
     "trainer.limit_val_batches=0": "error: trainer.limit_val_batches=0: every epoch is validated",
     "trainer.steps_per_execution=0": "error: trainer.steps_per_execution=0 must be an integer >= 1",
-    "+trainer.accumulate_grad_batches=2": "error: trainer.accumulate_grad_batches=2 needs trainer.steps_per_execution=1 (it is 8)",
-    "+trainer.val_check_interval=50": "error: trainer.val_check_interval=50 needs trainer.steps_per_execution=1 (it is 8)",
     # a setting that follows a top-level key is never set apart from it (the run would misreport itself)
     "model.z_dim=5": "error: model.z_dim=5: model.z_dim follows z_dim; set z_dim=5 instead",
     "kl_schedule.beta=4": "error: kl_schedule.beta=4: kl_schedule.beta follows beta; set beta=4 instead",

@@ -87,10 +87,10 @@ class Executions(Callback):
 
 
 def test_eight_optimizer_steps_per_lightning_step_train_exactly_as_one(tmp_path):
-    # Two epochs of 101 batches (the last execution of each takes 5), with everything that moves
+    # Two epochs of 21 batches (the last execution of each takes 5), with everything that moves
     # from step to step: the shuffle, the reparameterisation noise, the dynamic binarization draw,
     # the KL warm-up, the cosine learning rate, and gradient clipping.
-    overrides = ["epochs=2", *SHORT_RUN, "trainer.limit_train_batches=101", "trainer.limit_val_batches=5",
+    overrides = ["epochs=2", *SHORT_RUN, "trainer.limit_train_batches=21", "trainer.limit_val_batches=5",
                  "trainer.log_every_n_steps=7", "data.binarize=dynamic", "kl_schedule=linear_warmup",
                  "lr_schedule=cosine", "+trainer.gradient_clip_val=0.5"]
     bar = [o for o in overrides if not o.startswith("callbacks.progress_bar")] + ["+callbacks.progress_bar.lines=false"]
@@ -98,14 +98,33 @@ def test_eight_optimizer_steps_per_lightning_step_train_exactly_as_one(tmp_path)
     for k, watch in executions.items():
         train(make_config(tmp_path / f"k{k}", *bar, f"trainer.steps_per_execution={k}"), callbacks=[watch])
     one, eight = (torch.load(tmp_path / f"k{k}" / "checkpoints" / "last.ckpt", weights_only=True) for k in (1, 8))
-    assert one["global_step"] == eight["global_step"] == 202
+    assert one["global_step"] == eight["global_step"] == 42
     for name, weights in one["state_dict"].items():
         assert torch.equal(weights, eight["state_dict"][name]), name
     logged = scalars(tmp_path / "k1")
     assert logged == scalars(tmp_path / "k8")  # every value, at the same optimizer steps
-    assert [step for step, _ in logged["train/lr"]][:3] == [0, 7, 14] and logged["val/loss"][-1][0] == 202
-    assert executions[1].steps == [101, 101] and executions[8].steps == [13, 13]
-    assert executions[8].bar == executions[1].bar == [101, 101]  # the bar counts batches
+    assert [step for step, _ in logged["train/lr"]] == [0, 7, 14, 21, 28, 35] and logged["val/loss"][-1][0] == 42
+    assert executions[1].steps == [21, 21] and executions[8].steps == [3, 3]
+    assert executions[8].bar == executions[1].bar == [21, 21]  # the bar counts batches
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches=2 needs trainer.steps_per_execution=1 "
+                                           "(it is 8): each of several steps per execution updates the weights"),
+    ("+trainer.val_check_interval=50", "trainer.val_check_interval=50 needs trainer.steps_per_execution=1 (it is 8); "
+                                       "vae_lab validates after every epoch"),
+])
+def test_what_several_steps_per_execution_cannot_keep_is_refused_in_one_line(setting, message, tmp_path, data_root):
+    with pytest.raises(VaeLabError, match=rf"^{re.escape(message)}$"):
+        train(make_config(tmp_path, setting, *SHORT_RUN))
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_one_step_per_execution_keeps_lightnings_gradient_accumulation(tmp_path, data_root):
+    train(make_config(tmp_path, "+trainer.accumulate_grad_batches=2", "trainer.steps_per_execution=1", "epochs=1",
+                      *TINY_RUN))
+    # 5 batches: an optimizer step after the 2nd, the 4th and the epoch's last
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
 
 
 def test_epoch_means_are_the_means_of_the_logged_steps(tmp_path):
