@@ -401,12 +401,17 @@ def part_sweep(repeats: int) -> None:
 WIDE = ["model.hidden=[512,256]", "z_dim=50"]
 WARM = [*WIDE, "kl_schedule=linear_warmup"]
 COSINE = [*WARM, "lr_schedule=cosine"]
+HIERARCHICAL = ["model=hvae", "model.hidden=[512,256]", "z_dim=64", "model.top_dim=32", "model.top_hidden=[256,128]",
+                "kl_schedule=linear_warmup", "lr_schedule=cosine", "loss.iwae_k=5"]
 KNOBS = {
     "reference dense 784-256-128-20": [],
     "wider: 784-512-256-50": WIDE,
     "+ KL warm-up": WARM,
     "+ cosine learning rate": COSINE,
     "+ IWAE bound, k=5 (the preset)": [*COSINE, "loss.iwae_k=5"],
+    "one layer + VampPrior, 500 pseudo-inputs": [*COSINE, "loss.iwae_k=5", "prior=vamp"],
+    "two layers (+experiment=hierarchical_baseline)": HIERARCHICAL,
+    "two layers + VampPrior on the top": [*HIERARCHICAL, "prior=vamp"],
     "reference + cyclical KL": ["kl_schedule=cyclical"],
     "reference + capacity KL": ["kl_schedule=capacity"],
     "reference + free bits 0.1": ["loss.free_bits=0.1"],
@@ -422,7 +427,9 @@ def part_knobs(repeats: int) -> None:
     rates = {knob: [] for knob in KNOBS}
     for _ in range(repeats):
         for knob, overrides in KNOBS.items():
-            rates[knob].append(vae_lab_throughput("dense", steps, 128, "data.binarize=dynamic", *overrides))
+            model = overrides[0].removeprefix("model=") if overrides[:1] == ["model=hvae"] else "dense"
+            rates[knob].append(vae_lab_throughput(model, steps, 128, "data.binarize=dynamic",
+                                                  *overrides[model != "dense":]))
     reference = TRAIN_IMAGES / statistics.median(rates["reference dense 784-256-128-20"])
     for knob in KNOBS:
         seconds = TRAIN_IMAGES / statistics.median(rates[knob])

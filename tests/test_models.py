@@ -77,7 +77,7 @@ def test_build_model_chooses_by_name_and_checks_every_argument():
     assert [m.out_features for m in model.encoder if isinstance(m, torch.nn.Linear)] == [64, 32]
     assert sum(p.numel() for p in make_model("conv", z_dim=20).parameters()) == 826_424
     refused = {
-        "model.name=transformer is not a registered model (registered: dense, conv, cvae)": {"name": "transformer"},
+        "model.name=transformer is not a registered model (registered: dense, conv, cvae, hvae)": {"name": "transformer"},
         "model._target_=os.system names code; a model is chosen by model.name": {"_target_": "os.system"},
         "model.width: model dense has no such setting (its settings: z_dim, hidden)": {"name": "dense", "width": 3},
         "model.z_dim=0 must be an integer >= 1": {"name": "dense", "z_dim": 0},

@@ -225,7 +225,7 @@ def hostile_checkpoints(dense_checkpoint, folder):
     for name, payload in payloads.items():
         path = folder / f"{name.replace(' ', '_')}.ckpt"
         torch.save({**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], "model": payload}}, path)
-        reason = ("model.name=transformer is not a registered model (registered: dense, conv, cvae); a component of "
+        reason = ("model.name=transformer is not a registered model (registered: dense, conv, cvae, hvae); a component of "
                   "your own is loaded with plugins=[your.module]" if name == "an unknown model"
                   else f"model._target_={name} names code; a model is chosen by model.name, one of dense, conv, cvae")
         cases[name] = (path, f"error: {path}: refused: {reason}")

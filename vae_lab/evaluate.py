@@ -11,6 +11,8 @@ Writes (per test sample; what each means: docs/metrics.md):
                                    share a key)
   iwae_k, n_images                 how it was measured
   active_units, kl_per_dim         latent dimensions in use (Burda et al.), the KL of each (nats)
+  test_kl_z1, test_kl_z2, active_units_z2
+                                   model=hvae: each stochastic layer's KL (nats) and the top's active units
   likelihood, binarize             the run's loss and data.binarize (the test digits are binarized alike)
   fid, class_entropy, mean_max_prob, conditional_accuracy (cvae)
                                    what the classifier of vae_lab.classifier makes of n_samples samples
@@ -122,7 +124,7 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
     nll = -metrics.iwae_bound(model, images, labels, k=k, seed=seed).mean().item()
     mu, logvar = posterior(model, images, labels)
     result = {
-        "test_elbo": terms["elbo"], "test_recon": terms["recon"], "test_kl": terms["kl"],
+        **{f"test_{name}": value for name, value in terms.items()},
         f"test_nll_{likelihood}": nll, "iwae_k": k, "n_images": len(images),
         **metrics.latent_metrics(model, mu, logvar),
         "likelihood": likelihood, "binarize": config["data"].get("binarize", "none"),

@@ -22,12 +22,22 @@ from vae_lab.errors import VaeLabError
 from vae_lab.likelihoods import build_likelihood
 from vae_lab.models.base import LOG_2PI, log_q
 from vae_lab.priors import PRIORS
+from vae_lab.registry import MODELS
 from vae_lab.schedules import Capacity, Constant
+
+
+def prior_choice(model) -> str:
+    """The model's prior as the run chose it, for messages: 'prior=<name>', or for the prior a
+    model builds over its codes from the layers above them (``model=hvae``), that."""
+    chosen = [f"prior={name}" for name, cls in PRIORS.entries.items() if type(model.prior) is cls]
+    builder = [f"model={name}" for name, cls in MODELS.entries.items() if type(model) is cls] or [type(model).__name__]
+    return chosen[0] if chosen else f"{builder[0]}'s prior over its codes"
 
 
 class VAELoss:
     """Callable: (model, x, y, mu, logvar, kl_schedule, epoch) -> {'loss', 'recon', 'kl'}, each a
-    scalar batch mean; mu, logvar (B, z_dim) are the model's encoding of x.
+    scalar batch mean, and for a prior with layers of its own (``model=hvae``) each layer's KL
+    ('kl_z1', 'kl_z2'); mu, logvar (B, z_dim) are the model's encoding of x.
 
     ``likelihood``: a registered likelihood (``bce``, ``mse``, or a plugin's; a name or
     ``{name: ..., setting: ...}``). ``iwae_k``: samples of z per image. With k = 1 this is the
@@ -66,6 +76,9 @@ class VAELoss:
         """Called by ``vae_lab.training.train`` before the run folder gets a file, with the model,
         the KL schedule and the data module (after its ``setup``): a loss that cannot train them
         raises VaeLabError here, and takes what it needs from the data."""
+        if self.free_bits and not model.prior.closed_form_kl:
+            raise VaeLabError(f"loss.free_bits={self.free_bits} needs a KL per latent dimension, which "
+                              f"{prior_choice(model)} has no closed form for; leave free_bits at 0")
         if self.estimator == "dreg" and not (type(kl_schedule) is Constant and kl_schedule.beta == 1):
             # DReG's weights w̃_i² come from the plain bound; a weight β on the prior ratio changes them
             raise VaeLabError(f"loss.estimator=dreg is the gradient of the plain importance-weighted bound: it needs "
@@ -98,7 +111,9 @@ class VAELoss:
         if self.estimator == "dreg" and z.requires_grad:
             surrogate = dreg_bound(z, mu, logvar, recon, log_pz).mean()
             loss = loss.detach() + (surrogate - surrogate.detach())  # the loss's value, the surrogate's gradient
-        return {"loss": loss, "recon": recon.mean(), "kl": kl}
+        with torch.no_grad():  # a layered prior's KL per layer, reported only: its own draw of the upper layers
+            layer_kls = {name: value.mean() for name, value in prior.layer_kls(mu, logvar, z).items()}
+        return {"loss": loss, "recon": recon.mean(), "kl": kl, **layer_kls}
 
 
 def dreg_bound(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, recon: torch.Tensor,
@@ -188,9 +203,8 @@ class BTCVAELoss(VAELoss):
 
     def setup(self, model, kl_schedule, datamodule) -> None:
         if not model.prior.factorises:
-            name = next(name for name, cls in PRIORS.entries.items() if type(model.prior) is cls)
             raise VaeLabError(f"loss=btcvae splits the KL over latent dimensions, so the prior must factorise "
-                              f"over them; prior={name} does not: use prior=standard")
+                              f"over them; {prior_choice(model)} does not: use prior=standard on a one-layer model")
         if isinstance(kl_schedule, Capacity):
             raise VaeLabError("kl_schedule=capacity aims the whole KL at a capacity, but loss=btcvae weights "
                               "its parts (β: the total correlation's); use kl_schedule=constant, linear_warmup or cyclical")

@@ -9,6 +9,7 @@ nats for ``bce``; for ``mse`` the log-density of the Gaussian the loss implies (
 model's. Random draws come from a generator seeded by ``seed``.
 """
 import math
+from contextlib import contextmanager
 
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -17,6 +18,16 @@ from vae_lab.classifier import Features, predict
 from vae_lab.inference import ACTIVE_UNIT_VARIANCE, decode_images, device_of, kl_per_dimension
 from vae_lab.models.base import log_q
 from vae_lab.samplers import FromPrior
+
+
+@contextmanager
+def seeded_globally(model, seed: int):
+    """Seeds torch's global generators for the block and restores them after it: a prior with layers
+    of its own (``model=hvae``) draws its upper layers from them, so its bounds are reproducible."""
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _batches(model, images, labels, batch_size):
@@ -56,9 +67,10 @@ def iwae_bound(model, images: torch.Tensor, labels: torch.Tensor, k: int = 1000,
     """
     generator = torch.Generator().manual_seed(seed)
     bounds = []
-    for x, y in _batches(model, images, labels, batch_size):
-        log_w = log_weights(model, x, y, k, generator)
-        bounds.append((torch.logsumexp(log_w, 1) - math.log(k)).cpu())
+    with seeded_globally(model, seed):
+        for x, y in _batches(model, images, labels, batch_size):
+            log_w = log_weights(model, x, y, k, generator)
+            bounds.append((torch.logsumexp(log_w, 1) - math.log(k)).cpu())
     return torch.cat(bounds)
 
 
@@ -68,17 +80,22 @@ def elbo_terms(model, images: torch.Tensor, labels: torch.Tensor,
     """Means over the images of the loss terms, in the units of ``val/…``: 'recon' (the likelihood's
     reconstruction term for one z ~ q(z|x); nats for ``bce``, squared error for ``mse``), 'kl' (the
     prior's: closed form, or the estimate from that z; nats) and 'elbo' = −(recon + kl) (for ``mse``
-    without the Gaussian constant)."""
+    without the Gaussian constant); for a prior with layers of its own, each layer's KL ('kl_z1',
+    'kl_z2', nats; ``Prior.layer_kls``)."""
     generator = torch.Generator().manual_seed(seed)
-    recon = kl = 0.0
-    for x, y in _batches(model, images, labels, batch_size):
-        mu, logvar = model.encode(x, y)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
-        z = model.reparameterize(mu, logvar, eps)
-        recon += model.likelihood.reconstruction(model.decode(z, y), x).sum().item()
-        kl += model.prior.kl(mu, logvar, z).sum().item()
-    recon, kl = recon / len(images), kl / len(images)
-    return {"recon": recon, "kl": kl, "elbo": -(recon + kl)}
+    sums = {}
+    with seeded_globally(model, seed):
+        for x, y in _batches(model, images, labels, batch_size):
+            mu, logvar = model.encode(x, y)
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+            z = model.reparameterize(mu, logvar, eps)
+            layer_kls = model.prior.layer_kls(mu, logvar, z)  # their sum is the KL, from the same draws
+            terms = {"recon": model.likelihood.reconstruction(model.decode(z, y), x),
+                     "kl": sum(layer_kls.values()) if layer_kls else model.prior.kl(mu, logvar, z), **layer_kls}
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.sum().item()
+    means = {name: total / len(images) for name, total in sums.items()}
+    return {**means, "elbo": -(means["recon"] + means["kl"])}
 
 
 def active_units(mu: torch.Tensor) -> int:
@@ -91,9 +108,13 @@ def active_units(mu: torch.Tensor) -> int:
 def latent_metrics(model, mu: torch.Tensor, logvar: torch.Tensor) -> dict:
     """'active_units' (int) and 'kl_per_dim' (list of z_dim floats, nats; None for a prior without a
     closed form per dimension) of a set of images' posteriors, means and log-variances (N, z_dim)
-    (``vae_lab.inference.posterior``)."""
+    (``vae_lab.inference.posterior``), and for a prior with layers of its own each upper layer's
+    active units ('active_units_z2')."""
     kl = kl_per_dimension(model, mu, logvar)
-    return {"active_units": active_units(mu), "kl_per_dim": None if kl is None else kl.tolist()}
+    with torch.no_grad():
+        upper = {f"active_units_{name}": active_units(means.cpu())
+                 for name, means in model.prior.layer_means(mu.to(device_of(model))).items()}
+    return {"active_units": active_units(mu), "kl_per_dim": None if kl is None else kl.tolist(), **upper}
 
 
 @torch.no_grad()

@@ -66,7 +66,7 @@ class LitVAE(L.LightningModule):
         # The same validation noise every epoch (and in every DDP process), so val/loss moves only
         # because the model did.
         self._reseed(-1, rank=0)
-        self.val_moments = torch.zeros(3, self.model.z_dim, device=self.device)  # Σ mu, Σ mu², count
+        self.val_moments = {}  # per layer of latents: Σ mu, Σ mu², count, each (dimensions,)
 
     def on_train_epoch_start(self):
         self.epoch_sums, self.epoch_count = 0.0, 0
@@ -106,14 +106,18 @@ class LitVAE(L.LightningModule):
         # every DDP process validates on the whole test set; sync_dist averages equal numbers
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch[0]),
                       prog_bar=True, sync_dist=True)
-        self.val_moments += torch.stack([mu.sum(0), mu.pow(2).sum(0), torch.full_like(mu[0], len(mu))])
+        layers = {"active_units": mu, **{f"active_units_{name}": means
+                                         for name, means in self.model.prior.layer_means(mu).items()}}
+        for name, means in layers.items():
+            moments = torch.stack([means.sum(0), means.pow(2).sum(0), torch.full_like(means[0], len(means))])
+            self.val_moments[name] = self.val_moments.get(name, 0) + moments
 
     def on_validation_epoch_end(self):
         # Active units (Burda et al. 2015): dimensions whose posterior mean varies across the
-        # test images (vae_lab.metrics.active_units, here from running sums)
-        total, squares, count = self.val_moments
-        variance = (squares - total.pow(2) / count) / (count - 1).clamp(min=1)
-        self.log("val/active_units", (variance > ACTIVE_UNIT_VARIANCE).sum().float(), sync_dist=True)
+        # test images (vae_lab.metrics.active_units, here from running sums), of each layer
+        for name, (total, squares, count) in self.val_moments.items():
+            variance = (squares - total.pow(2) / count) / (count - 1).clamp(min=1)
+            self.log(f"val/{name}", (variance > ACTIVE_UNIT_VARIANCE).sum().float(), sync_dist=True)
         self.log_step()
 
     def log_step(self) -> None:

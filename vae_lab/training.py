@@ -130,9 +130,6 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
         config=config,
         **stepping,
     )
-    if module.loss.free_bits and not module.model.prior.closed_form_kl:
-        raise VaeLabError(f"loss.free_bits={module.loss.free_bits} needs a KL per latent dimension, which "
-                          f"prior={name_of(config['prior'])} has no closed form for; leave free_bits at 0")
     module.loss.setup(module.model, module.kl_schedule, datamodule)  # a loss refuses what it cannot train, reads N
     if checkpoint is not None:
         check_fits(checkpoint, module, cfg.ckpt_path)

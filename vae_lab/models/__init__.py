@@ -13,9 +13,10 @@ from vae_lab.models.base import VAE
 from vae_lab.models.dense import DenseVAE  # registered first: the registry lists names in this order
 from vae_lab.models.conv import ConvVAE  # noqa: I001
 from vae_lab.models.cvae import CVAE
+from vae_lab.models.hvae import HierarchicalVAE
 from vae_lab.registry import LIKELIHOODS, MODELS, PRIORS
 
-__all__ = ["VAE", "DenseVAE", "ConvVAE", "CVAE", "MODELS", "build_model", "data_shape"]
+__all__ = ["VAE", "DenseVAE", "ConvVAE", "CVAE", "HierarchicalVAE", "MODELS", "build_model", "data_shape"]
 
 
 def data_shape(config: Mapping) -> tuple[tuple[int, ...], int]:
@@ -37,7 +38,7 @@ def build_model(config: Mapping) -> VAE:
     model = MODELS.build(config["model"], plugins, image_shape=image_shape, num_classes=num_classes)
     # the model is context, as the data are to the model: a prior may build on it (the VampPrior encodes
     # its pseudo-inputs with the model's encoder)
-    model.prior = PRIORS.build(config.get("prior", "standard"), plugins, z_dim=model.z_dim, model=model)
+    model.set_prior(PRIORS.build(config.get("prior", "standard"), plugins, z_dim=model.prior_dim, model=model))
     loss = config.get("loss") if isinstance(config.get("loss"), Mapping) else {}
     model.likelihood = LIKELIHOODS.build(loss.get("likelihood", "bce"), plugins)
     return model

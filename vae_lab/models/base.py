@@ -11,8 +11,9 @@ the base class does the rest:
     decoder:       decoder input -> (B, C·H·W) or (B, C, H, W) decoder outputs ("logits")
 
 ``build_model`` gives every model its ``prior`` p(z) (a module: a learned one trains with the
-model) and its ``likelihood`` p(x|z), which says what the decoder's outputs mean. A conditional
-model overrides ``encoder_input`` and ``decoder_input``.
+model; ``set_prior``) and its ``likelihood`` p(x|z), which says what the decoder's outputs mean. A
+conditional model overrides ``encoder_input`` and ``decoder_input``; a model with stochastic layers
+above its codes (``model=hvae``) overrides ``set_prior`` and ``encode_top``, and ``prior_dim``.
 """
 import math
 from collections.abc import Sequence
@@ -59,6 +60,12 @@ class VAE(nn.Module):
         self.z_dim, self.image_shape = z_dim, tuple(image_shape)
         self.pixels = math.prod(self.image_shape)  # values per image, C·H·W
         self.prior = self.likelihood = None  # set by vae_lab.models.build_model
+        self.prior_dim = z_dim  # the dimension of the latents the run's prior= is over
+
+    def set_prior(self, prior) -> None:
+        """The run's ``prior=``, over ``prior_dim`` latents: p(z) of the codes here; a model with a
+        layer above its codes puts it on the top layer."""
+        self.prior = prior
 
     def encoder_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return x
@@ -70,6 +77,11 @@ class VAE(nn.Module):
         """(B, C, H, W) images -> mean and log-variance of q(z|x), each (B, z_dim)."""
         h = self.encoder(self.encoder_input(x, y))
         return self.mu(h), self.logvar(h)
+
+    def encode_top(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> mean and log-variance (B, prior_dim) of the top layer's posterior, the latents
+        the run's prior is over (a VampPrior encodes its pseudo-inputs so): ``encode`` here."""
+        return self.encode(x, y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """(B, z_dim) latents -> (B, C, H, W) decoder outputs; ``likelihood.mean`` makes them images."""

@@ -7,6 +7,10 @@
                               Monte Carlo estimate log q(z|x) − log p(z) from the draws z (…, B, z_dim)
                               (``log_pz``, log p(z) of those draws, when the caller has it already)
     sample(n, generator)      n latents (n, z_dim) drawn from p(z) on the CPU
+    layer_kls(mu, logvar, z)  for a prior with stochastic layers of its own (``model=hvae``'s), the KL
+                              of each layer per image (B,) estimated from the draws z; {} otherwise
+    layer_means(mu)           for such a prior, the posterior means (N, d) of each layer above the
+                              codes, given the codes' means mu (N, z_dim): their active units; {} otherwise
     quantiles(probabilities)  per dimension, the latents at those marginal probabilities (P, z_dim):
                               the axes of the manifold and the traversals
 
@@ -41,6 +45,12 @@ class Prior(nn.Module):
         eps = (z - mu) * torch.exp(-0.5 * logvar)
         log_pz = self.log_prob(z) if log_pz is None else log_pz
         return (log_q(eps, logvar) - log_pz).reshape(-1, len(mu)).mean(0)
+
+    def layer_kls(self, mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def layer_means(self, mu: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
 
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         raise NotImplementedError

@@ -32,7 +32,7 @@ class VampPrior(Prior):
         self.pseudo_logits = nn.Parameter(torch.randn(components, *model.image_shape))
         # A reference, not a submodule: the prior is the model's submodule, and the encoder's weights
         # belong to the model (its state dict and optimizer hold them once).
-        self.encode = model.encode
+        self.encode = model.encode_top  # a model with a layer above its codes encodes to the top
 
     def pseudo_inputs(self) -> torch.Tensor:
         """The K pseudo-inputs u_k (K, C, H, W), pixels in (0, 1)."""
