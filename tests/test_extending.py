@@ -183,7 +183,8 @@ def test_an_installed_plugin_registers_through_the_entry_point_group_without_nam
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my_lab\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[vae_lab.plugins]\nmy_lab = my_lab\n")
     (site / "my_lab.py").write_text((plugin_folder / "my_lab.py").read_text())
-    script = "from vae_lab.registry import MODELS, load_plugins; load_plugins(); print(MODELS.names())"
+    script = "from vae_lab.registry import MODELS, load_plugins; print(MODELS.names()); load_plugins(); print(MODELS.names())"
     found = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(site)})
-    assert found.stdout.strip() == "['dense', 'conv', 'cvae', 'resnet']", found.stderr[-2000:]
+    shipped, after = found.stdout.splitlines()
+    assert "'dense'" in shipped and after == shipped[:-1] + ", 'resnet']", found.stderr[-2000:]

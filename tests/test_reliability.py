@@ -18,6 +18,7 @@ from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
 from vae_lab.generate import main as generate_main
 from vae_lab.module import LitVAE
+from vae_lab.registry import MODELS
 from vae_lab.training import train
 
 
@@ -225,9 +226,10 @@ def hostile_checkpoints(dense_checkpoint, folder):
     for name, payload in payloads.items():
         path = folder / f"{name.replace(' ', '_')}.ckpt"
         torch.save({**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], "model": payload}}, path)
-        reason = ("model.name=transformer is not a registered model (registered: dense, conv, cvae, hvae); a component of "
+        registered = ", ".join(MODELS.names())  # vae_lab's own models and any a test of this session registered
+        reason = (f"model.name=transformer is not a registered model (registered: {registered}); a component of "
                   "your own is loaded with plugins=[your.module]" if name == "an unknown model"
-                  else f"model._target_={name} names code; a model is chosen by model.name, one of dense, conv, cvae")
+                  else f"model._target_={name} names code; a model is chosen by model.name, one of {registered}")
         cases[name] = (path, f"error: {path}: refused: {reason}")
     return cases, marker, victim
 
