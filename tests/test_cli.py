@@ -1,11 +1,13 @@
 """Bad command lines end with one clear line and a non-zero exit, before any training."""
 import re
+import sys
 
 import pytest
 import yaml
 
 from conftest import REPO, run_train
 from vae_lab.config import ALIASES, CONF
+from vae_lab.train import main
 
 # Each bad command line, and how the last line it prints must begin (the run starts in the repo root).
 BAD_OVERRIDES = {
@@ -60,26 +62,41 @@ BAD_OVERRIDES = {
 
 
 @pytest.mark.parametrize("overrides", BAD_OVERRIDES)
-def test_invalid_value_gives_one_line(overrides, tmp_path):
+def test_invalid_value_gives_one_line(overrides, tmp_path, monkeypatch, capsys):
+    """train.py's main in this process, as the command line calls it (a process each would cost
+    seconds of imports per case; the one-line exit through a real process is the test below)."""
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["train.py", *overrides.split(), f"hydra.run.dir={run_dir}"])
+    with pytest.raises(SystemExit) as refusal:
+        main()
+    printed = capsys.readouterr()
+    assert str(refusal.value.code).startswith(BAD_OVERRIDES[overrides])
+    assert "\n" not in str(refusal.value.code)
+    # refused before anything trained or was written: no epoch, no checkpoint, no events file (how
+    # long a refusal takes is benchmarks/startup.py's to measure, not a test's on a shared machine)
+    assert "Epoch" not in printed.out + printed.err and "vae_lab: model=" not in printed.out
+    assert not run_dir.exists()  # Hydra made it, and it is removed again, not left half-made
+
+
+@pytest.mark.parametrize("overrides", ["beta=-1", "ckpt_path=train.py data.root=/no/such/folder data.download=false",
+                                       "data.root=/no/such/folder data.download=false"])
+def test_a_refusal_is_the_last_line_a_process_prints(overrides, tmp_path):
     run_dir = tmp_path / "run"
     result = run_train(*overrides.split(), run_dir=run_dir)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(BAD_OVERRIDES[overrides]), result.stderr[-2000:]
-    # refused before anything trained or was written: no epoch, no checkpoint, no events file (how
-    # long a refusal takes is benchmarks/startup.py's to measure, not a test's on a shared machine)
-    assert "Epoch" not in result.stdout + result.stderr and "vae_lab: model=" not in result.stdout
-    assert not run_dir.exists()  # Hydra made it, and it is removed again, not left half-made
+    assert result.stderr.strip().splitlines()[-1].startswith(BAD_OVERRIDES[overrides]), result.stderr[-2000:]
+    assert not run_dir.exists()
 
 
-def test_a_refused_run_removes_no_folder_it_did_not_make(tmp_path):
+def test_a_refused_run_removes_no_folder_it_did_not_make(tmp_path, monkeypatch):
     """A folder holding only Hydra's files from an earlier run is not this run's to delete."""
     run_dir = tmp_path / "earlier"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / "train.log").write_text("an earlier run\n")
-    result = run_train("beta=-1", run_dir=run_dir)
-    assert result.returncode != 0
+    monkeypatch.setattr(sys, "argv", ["train.py", "beta=-1", f"hydra.run.dir={run_dir}"])
+    with pytest.raises(SystemExit):
+        main()
     assert (run_dir / "train.log").read_text().startswith("an earlier run\n")
 
 
