@@ -53,6 +53,8 @@ BAD_OVERRIDES = {
     "trainer.devices=0": "error: trainer: `Trainer(devices=0)` value is not a valid input",
     "+model.width=3": "error: model.width: model dense has no such setting (its settings: z_dim, hidden)",
     "model.hidden=[256,0]": "error: model.hidden=[256, 0] must be a list of integers >= 1",
+    "+kl_schedule.warmup_epochs=3": "error: kl_schedule.warmup_epochs: Constant has no such setting (its settings: "
+        "beta); if a preset set it for another choice of kl_schedule, drop it with ~kl_schedule.warmup_epochs",
     # components that do not go together
     "model=cvae prior=vamp": "error: prior vamp: the conditional model's encoder needs labels, which its pseudo-inputs do not have",
     "loss.estimator=dreg": "error: loss: estimator=dreg reweights the k samples of the importance-weighted bound: it needs iwae_k > 1",

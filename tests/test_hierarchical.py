@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 
 from conftest import TINY_RUN, make_config, make_model, scalars
 from vae_lab import metrics
@@ -87,6 +88,19 @@ def test_a_vamp_prior_over_the_top_layer_encodes_its_pseudo_inputs_to_z2():
     # the pseudo-inputs and the encoder reach the bound's gradient through p(z2)
     model.prior.log_prob(torch.randn(4, 6)).sum().backward()
     assert top.pseudo_logits.grad.abs().sum() > 0 and model.encoder[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("knob", [["kl_schedule=constant", "loss.estimator=dreg"], ["prior=vamp"], ["loss.iwae_k=1"]],
+                         ids=["dreg", "vamp", "elbo"])
+def test_each_knob_of_the_preset_turns_on_the_command_line(tmp_path, knob):
+    """The 50-epoch knob table's commands build and set up, with no key of the preset's own choices left over."""
+    cfg = make_config(tmp_path, "+experiment=hierarchical_baseline", *knob)
+    model = build_model(OmegaConf.to_container(cfg, resolve=True))
+
+    class Data:
+        train_set = range(100)
+
+    build(cfg.loss, "loss").setup(model, build(cfg.kl_schedule, "kl_schedule"), Data())
 
 
 @pytest.mark.parametrize("loss, expected", [

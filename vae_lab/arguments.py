@@ -109,7 +109,13 @@ def check_arguments(target: Callable, arguments: Mapping, where: str) -> str | N
         parameters = inspect.signature(function).parameters
     except (NameError, TypeError, ValueError):  # annotations that cannot be resolved: nothing to judge
         return None
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     for key, value in arguments.items():
+        if key not in parameters and not takes_any:  # e.g. a preset's setting for another choice of the group
+            settings = [k for k, p in parameters.items() if k != "self" and p.kind is not p.VAR_POSITIONAL]
+            listed = f" (its settings: {', '.join(settings)})" if len(settings) <= 8 else ""
+            return (f"{where}.{key}: {target.__name__} has no such setting{listed}; if a preset set it "
+                    f"for another choice of {where}, drop it with ~{where}.{key}")
         if key in parameters and key in hints and fits(value, hints[key]) is False:
             return f"{where}.{key}={value} must be {describe(hints[key])}"
     return None
