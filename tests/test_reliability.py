@@ -343,15 +343,21 @@ LEFT = "print(int(((x * 1.0) != 0).sum()))"  # how many a parallel product kept
 def test_every_intra_op_thread_flushes_subnormals_in_the_command_lines_and_in_this_process():
     # A thread pool started before torch.set_flush_denormal keeps computing with subnormals in its
     # worker threads: a share of every large result would then depend on which thread computed it.
+    # Two threads even where the tests run one per worker (conftest.py), or there would be no other thread to check.
+    two_threads = {**os.environ, "OMP_NUM_THREADS": "2"}
     started_first = subprocess.run([sys.executable, "-c", f"import torch; {SUBNORMALS}; torch.set_flush_denormal(True); {LEFT}"],
-                                   capture_output=True, text=True)
-    if torch.get_num_threads() > 1:
-        assert int(started_first.stdout) > 0  # the fault this guards against is real on this machine
+                                   capture_output=True, text=True, env=two_threads)
+    assert int(started_first.stdout) > 0  # the fault this guards against is real on this machine
     as_train_py = subprocess.run([sys.executable, "-c", f"import vae_lab.training, torch; {SUBNORMALS}; {LEFT}"], cwd=REPO,
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, env=two_threads)
     assert as_train_py.stdout.strip() == "0", as_train_py.stderr[-2000:]
-    x = torch.full((2 ** 24,), 1e-39)
-    assert int(((x * 1.0) != 0).sum()) == 0  # the test process, where trainings run in-process too
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.full((2 ** 24,), 1e-39)
+        assert int(((x * 1.0) != 0).sum()) == 0  # the test process, where trainings run in-process too
+    finally:
+        torch.set_num_threads(threads)
 
 
 
