@@ -2,6 +2,7 @@ import fcntl
 import inspect
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,8 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
     with open(root / f"once-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not done.exists():
-            folder.mkdir(exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)  # what an earlier caller's failed attempt left
+            folder.mkdir()
             make(folder)
             done.touch()
     return folder

@@ -102,7 +102,8 @@ def describe(hint) -> str:
 
 
 def check_arguments(target: Callable, arguments: Mapping, where: str) -> str | None:
-    """The first problem with arguments for target ("<where>.<key>=<value> must be ..."), or None."""
+    """The first problem with arguments for target (a key it does not take, or "<where>.<key>=<value>
+    must be ..."), or None."""
     function = target.__init__ if isinstance(target, type) else target
     try:
         hints = typing.get_type_hints(function, include_extras=True)
