@@ -120,7 +120,7 @@ PRESETS = {
     "cvae_mse_z20": (CVAE, "mse", 20, 40, 1.0, None),
     "dense_losses": (DENSE, "bce", 20, 20, 1.0, {"loss": "bce,mse"}),
     "binarized_baseline": (DENSE, "bce", 50, 350, 1.0, None),
-    "hierarchical_baseline": (HVAE, "bce", 64, 1000, 1.0, None),
+    "hierarchical_baseline": (HVAE, "bce", 64, 360, 1.0, None),
     "fashion_beta": (CONV, "mse", 20, 10, 1.0, {"beta": "1,3,8,16"}),
     "fashion_z2": (CONV, "mse", 2, 20, 1.0, None),
     "disentangle_beta": (CONV, "mse", 10, 10, 1.0, {"beta": "1,3,8,16", "seed": "0,1,2"}),
