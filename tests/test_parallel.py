@@ -34,14 +34,14 @@ def test_ddp_processes_train_on_disjoint_shards_of_real_digits(tmp_path, data_ro
     result = subprocess.run([sys.executable, "tests/ddp_probe.py", str(tmp_path), *DDP_RUN],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    seen = [torch.load(tmp_path / f"seen-rank{rank}.pt").flatten(1) for rank in (0, 1)]
+    seen = [torch.load(tmp_path / f"seen-rank{rank}.pt", weights_only=True).flatten(1) for rank in (0, 1)]
     assert [len(images) for images in seen] == [5 * 128, 5 * 128]
     training_digits = {row.numpy().tobytes() for row in load_mnist(data_root, train=True, download=False).tensors[0].flatten(1)}
     rows = [{row.numpy().tobytes() for row in images} for images in seen]
     assert rows[0] <= training_digits and rows[1] <= training_digits
     assert not rows[0] & rows[1]  # no digit trained on by both processes
     # the gradients were averaged over the processes at every optimizer step, so both made the same updates
-    weights = [torch.load(tmp_path / f"weights-rank{rank}.pt") for rank in (0, 1)]
+    weights = [torch.load(tmp_path / f"weights-rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
