@@ -15,6 +15,8 @@ Parts (docs/performance.md has the figures and what they mean):
            turns keep the ways under the same load. vae_lab is timed by a callback (~1% of a step).
   lightning  the same turns with a bare LightningModule in place of vae_lab (no logger, checkpoints,
              callbacks or bar): what Lightning's own loop costs; and with 20 empty callbacks added.
+  nvml     the tight loop with and without the NVML ask at every Adam step that importing Lightning
+           turns on (vae_lab turns it off for its fits on the CPU), taking turns.
   epoch    seconds per epoch (training, then validation with its pictures), wall time and peak
            resident memory of whole `python train.py epochs=1` runs, also with trainer=ddp.
   scaling  vae_lab's training seconds per epoch for batch 64..512 and for z_dim 2..64.
@@ -308,6 +310,33 @@ def part_profile(repeats: int) -> None:
            + ", ".join(f"{p} {n / batches:.0f}" for p, n in calls.items()))
 
 
+def part_nvml(repeats: int) -> None:
+    """What Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 costs a CPU step: the tight loop with Adam
+    asking NVML whether CUDA is there at every step ("1", set by importing Lightning) and asking the
+    CUDA runtime ("0": a script without Lightning, and vae_lab's fits on the CPU), taking turns."""
+    datamodule = ImageDataModule(root=DATA_ROOT)
+    datamodule.setup()
+    images, labels = (t.to(DEVICE) for t in datamodule.train_set.tensors)
+    report(f"\n## nvml: ms per tight-loop step with PYTORCH_NVML_BASED_CUDA_CHECK 1 and 0, "
+           f"{2 * repeats} turns, medians")
+    setting = os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]  # "1": importing Lightning set it
+    for name, (window, _) in WINDOWS.items():
+        step = plain_loop(name, shuffled_batches(images, labels))
+        for _ in range(WARMUP):
+            step()
+        milliseconds = {"1": [], "0": []}
+        for _ in range(2 * repeats):
+            for check in milliseconds:
+                os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = check  # read by torch at every ask
+                start = synchronized_clock()
+                for _ in range(4 * window):
+                    step()
+                milliseconds[check].append((synchronized_clock() - start) / (4 * window) * 1e3)
+        on, off = (statistics.median(milliseconds[check]) for check in ("1", "0"))
+        report(f"{name:5s} {on:6.2f} ms/step asking NVML, {off:6.2f} without: {on / off:.3f} × the time")
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = setting
+
+
 def part_lightning(repeats: int) -> None:
     """What Lightning's loop costs by itself: BareModule in a Trainer with no logger, checkpoints,
     progress bar or summary, taking turns with the tight loop as in ``ratios``; then with 20 empty
@@ -470,7 +499,8 @@ def part_compile(repeats: int) -> None:
 
 
 def main():
-    parts = {"ratios": part_ratios, "profile": part_profile, "lightning": part_lightning, "epoch": part_epoch, "scaling": part_scaling,
+    parts = {"ratios": part_ratios, "profile": part_profile, "lightning": part_lightning, "nvml": part_nvml,
+             "epoch": part_epoch, "scaling": part_scaling,
              "sweep": part_sweep, "compile": part_compile, "knobs": part_knobs}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", metavar="part", help=f"some of: {' '.join(parts)} (default: all)")

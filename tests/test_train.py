@@ -1,5 +1,6 @@
 """Short real trainings on real MNIST, through train.py as a user runs it."""
 import json
+import os
 import re
 
 import pytest
@@ -106,6 +107,42 @@ def test_eight_optimizer_steps_per_lightning_step_train_exactly_as_one(tmp_path)
     assert [step for step, _ in logged["train/lr"]] == [0, 7, 14, 21, 28, 35] and logged["val/loss"][-1][0] == 42
     assert executions[1].steps == [21, 21] and executions[8].steps == [3, 3]
     assert executions[8].bar == executions[1].bar == [21, 21]  # the bar counts batches
+
+
+class NvmlProbe(Callback):
+    """Stands in for torch.cuda._device_count_nvml and counts the calls made while training runs."""
+
+    def __init__(self, nvml_count):
+        self.nvml_count, self.training, self.asked = nvml_count, False, 0
+
+    def __call__(self):
+        self.asked += self.training
+        return self.nvml_count()
+
+    def on_train_start(self, trainer, pl_module):
+        self.training = True
+
+    def on_train_end(self, trainer, pl_module):
+        self.training = False
+
+
+def test_a_fit_on_the_cpu_does_not_ask_nvml_for_cuda_at_every_step(tmp_path, data_root, monkeypatch):
+    # Lightning's import sets PYTORCH_NVML_BASED_CUDA_CHECK=1, and Adam asks whether CUDA is there at
+    # every step; LitVAE.on_fit_start makes a fit on the CPU ask the CUDA runtime (docs/performance.md)
+    if not torch.backends.cuda.is_built() or torch.cuda.is_initialized():
+        pytest.skip("only a CUDA build of torch that has not started CUDA asks NVML")
+    probe = NvmlProbe(torch.cuda._device_count_nvml)
+    monkeypatch.setattr(torch.cuda, "_device_count_nvml", probe)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    weight = torch.zeros(3, requires_grad=True)
+    weight.grad = torch.ones(3)
+    probe.training = True
+    torch.optim.Adam([weight]).step()  # an optimizer step outside vae_lab's fit
+    assert probe.asked >= 1, "the probe does not see Adam ask NVML"
+    probe.training, probe.asked = False, 0
+    train(make_config(tmp_path, "epochs=2", *TINY_RUN), callbacks=[probe])
+    assert probe.asked == 0
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"  # put back after the fit
 
 
 @pytest.mark.parametrize("setting, message", [

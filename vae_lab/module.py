@@ -2,6 +2,7 @@
 one optimizer step per Lightning step (``LitVAE``) or several (``MultiStepVAE``)."""
 import itertools
 import logging
+import os
 from collections.abc import Callable, Iterator
 
 import lightning as L
@@ -13,6 +14,7 @@ from vae_lab.models import VAE
 from vae_lab.schedules import Constant, FixedLR
 
 log = logging.getLogger(__name__)
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"  # torch.cuda.is_available() through NVML ("1") or the CUDA runtime
 
 
 class LitVAE(L.LightningModule):
@@ -48,6 +50,23 @@ class LitVAE(L.LightningModule):
         # Processes that share the cores get a share of the threads each (cores // processes, through
         # OMP_NUM_THREADS): joblib sets it for parallel sweeps, Lightning's launcher for DDP.
         log.info("torch uses %d CPU threads", torch.get_num_threads())
+        # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (asking whether CUDA is there then
+        # cannot spoil a later fork), and torch's Adam asks at every step: with a CUDA build of torch,
+        # and no CUDA in use, each step loads the NVML library again, 0.5-0.7 ms, a tenth of a dense
+        # step on 2 cores (docs/performance.md). A fit on the CPU uses no CUDA, so it asks the CUDA
+        # runtime instead, which remembers its answer; the setting is put back at the end of the fit.
+        self._nvml_check_before = ()  # (the value before the fit,) when the fit changed it
+        if self.device.type == "cpu":
+            self._nvml_check_before = (os.environ.get(NVML_CHECK),)
+            os.environ[NVML_CHECK] = "0"
+
+    def on_fit_end(self):
+        # not by the device: Lightning has moved the model to the CPU by now
+        for before in self._nvml_check_before:
+            if before is None:
+                os.environ.pop(NVML_CHECK, None)
+            else:
+                os.environ[NVML_CHECK] = before
 
     def _reseed(self, step: int, rank: int) -> None:
         # The reparameterisation noise depends only on (seed, step, rank), not on what ran before,
