@@ -131,6 +131,7 @@ def test_a_fit_on_the_cpu_does_not_ask_nvml_for_cuda_at_every_step(tmp_path, dat
     # every step; LitVAE.on_fit_start makes a fit on the CPU ask the CUDA runtime (docs/performance.md)
     if not torch.backends.cuda.is_built() or torch.cuda.is_initialized():
         pytest.skip("only a CUDA build of torch that has not started CUDA asks NVML")
+    # torch's private NVML count is what the check calls; if torch renames it, setattr fails loudly
     probe = NvmlProbe(torch.cuda._device_count_nvml)
     monkeypatch.setattr(torch.cuda, "_device_count_nvml", probe)
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")

@@ -55,18 +55,16 @@ class LitVAE(L.LightningModule):
         # and no CUDA in use, each step loads the NVML library again, 0.5-0.7 ms, a tenth of a dense
         # step on 2 cores (docs/performance.md). A fit on the CPU uses no CUDA, so it asks the CUDA
         # runtime instead, which remembers its answer; the setting is put back at the end of the fit.
-        self._nvml_check_before = ()  # (the value before the fit,) when the fit changed it
+        self._nvml_check_before = os.environ.get(NVML_CHECK)
         if self.device.type == "cpu":
-            self._nvml_check_before = (os.environ.get(NVML_CHECK),)
             os.environ[NVML_CHECK] = "0"
 
     def on_fit_end(self):
-        # not by the device: Lightning has moved the model to the CPU by now
-        for before in self._nvml_check_before:
-            if before is None:
-                os.environ.pop(NVML_CHECK, None)
-            else:
-                os.environ[NVML_CHECK] = before
+        # unconditionally (a no-op after a fit on a GPU): Lightning has moved the model to the CPU by now
+        if self._nvml_check_before is None:
+            os.environ.pop(NVML_CHECK, None)
+        else:
+            os.environ[NVML_CHECK] = self._nvml_check_before
 
     def _reseed(self, step: int, rank: int) -> None:
         # The reparameterisation noise depends only on (seed, step, rank), not on what ran before,
