@@ -13,6 +13,8 @@ Parts (docs/performance.md has the figures and what they mean):
            They take turns inside one vae_lab run (see Interleaved), --repeats runs per model:
            on a shared machine the same loop drifts by up to a third from minute to minute, and
            turns keep the ways under the same load. vae_lab is timed by a callback (~1% of a step).
+  profile  Python calls per optimizer step (cProfile) by package, vae_lab at each K and the tight
+           loop; then by the part of the step that made them (the training step's callees).
   lightning  the same turns with a bare LightningModule in place of vae_lab (no logger, checkpoints,
              callbacks or bar): what Lightning's own loop costs; and with 20 empty callbacks added.
   nvml     the tight loop with and without the NVML ask at every Adam step that importing Lightning
@@ -27,6 +29,7 @@ Parts (docs/performance.md has the figures and what they mean):
 Run it on a quiet machine: anything else on the cores shows up in every figure.
 """
 import argparse
+import collections
 import cProfile
 import logging
 import os
@@ -51,6 +54,7 @@ from torchvision.transforms import ToTensor
 from vae_lab.cli import exit_on_error
 from vae_lab.data import ImageDataModule, data_root
 from vae_lab.losses import VAELoss
+from vae_lab.module import MultiStepVAE
 from vae_lab.schedules import Constant
 from vae_lab.models import build_model
 from vae_lab.training import train
@@ -267,11 +271,35 @@ def part_ratios(repeats: int) -> None:
                        f"(runs: {', '.join(f'{r:.2f}' for r in ratios)})   {goal}")
 
 
-class Profiled(Callback):
-    """cProfile over ``batches`` batches of a run after WARMUP (Lightning steps of whole K)."""
+class CallsBelow:
+    """A profiler (``enable``/``disable``) that counts every function call, Python or C, by the
+    function ``root`` (a code object) called directly to make it: the calls an optimizer step
+    spends in each of its parts. Calls made outside ``root`` count as ``outside``."""
 
-    def __init__(self, batches: int):
-        self.batches, self.profile = batches, cProfile.Profile()
+    def __init__(self, root):
+        self.root, self.calls = root, collections.Counter()
+
+    def enable(self) -> None:
+        sys.setprofile(self.count)
+
+    def disable(self) -> None:
+        sys.setprofile(None)
+
+    def count(self, frame, event, arg) -> None:
+        if event not in ("call", "c_call"):
+            return
+        below = arg.__qualname__ if event == "c_call" else None  # a C function has no frame of its own
+        while frame is not None and frame.f_code is not self.root:
+            below, frame = getattr(frame.f_code, "co_qualname", frame.f_code.co_name), frame.f_back
+        self.calls["outside" if frame is None else below or self.root.co_name] += 1
+
+
+class Profiled(Callback):
+    """A profiler (cProfile's by default) over ``batches`` batches of a run after WARMUP (Lightning
+    steps of whole K)."""
+
+    def __init__(self, batches: int, profile=None):
+        self.batches, self.profile = batches, profile or cProfile.Profile()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if batch_idx + 1 == WARMUP:
@@ -290,7 +318,8 @@ def calls_by_package(profile: cProfile.Profile) -> dict[str, int]:
 
 
 def part_profile(repeats: int) -> None:
-    """Python calls per optimizer step (cProfile), by package: vae_lab at each K and the tight loop."""
+    """Python calls per optimizer step (cProfile), by package: vae_lab at each K and the tight loop;
+    then where they go: by the part of the step that made them (CallsBelow)."""
     batches = 96
     report(f"\n## profile: Python function calls per optimizer step (cProfile over {batches} batches, dense)")
     for k in STEPS_PER_EXECUTION:
@@ -308,6 +337,26 @@ def part_profile(repeats: int) -> None:
     calls = calls_by_package(profile)
     report(f"tight loop {sum(calls.values()) / batches:6.0f} calls/step: "
            + ", ".join(f"{p} {n / batches:.0f}" for p, n in calls.items()))
+
+    report("\nwhere they go: calls per optimizer step by the function the step called to make them")
+    for k in [k for k in STEPS_PER_EXECUTION if k > 1]:  # K = 1 steps in Lightning's own loop
+        counter = CallsBelow(MultiStepVAE.training_step.__code__)
+        vae_lab_run("model=dense", "epochs=1", f"trainer.limit_train_batches={WARMUP + batches}",
+                    f"trainer.steps_per_execution={k}", watch=Profiled(batches, counter))
+        report_calls_below(f"vae_lab K={k}", counter, batches)
+    counter = CallsBelow(step.__code__)
+    counter.enable()
+    for _ in range(batches):
+        step()
+    counter.disable()
+    report_calls_below("tight loop", counter, batches)
+
+
+def report_calls_below(name: str, counter: CallsBelow, steps: int) -> None:
+    """One line of ``counter``'s parts with at least one call a step, the biggest first."""
+    parts = [(part, n / steps) for part, n in counter.calls.most_common()]
+    report(f"{name} {sum(n for _, n in parts):6.0f} calls/step: "
+           + ", ".join(f"{part} {n:.0f}" for part, n in parts if n >= 1))
 
 
 def part_nvml(repeats: int) -> None:
