@@ -121,6 +121,7 @@ PRESETS = {
     "dense_losses": (DENSE, "bce", 20, 20, 1.0, {"loss": "bce,mse"}),
     "binarized_baseline": (DENSE, "bce", 50, 350, 1.0, None),
     "hierarchical_baseline": (HVAE, "bce", 64, 360, 1.0, None),
+    "vamp_baseline": (DENSE, "bce", 50, 280, 1.0, None),
     "fashion_beta": (CONV, "mse", 20, 10, 1.0, {"beta": "1,3,8,16"}),
     "fashion_z2": (CONV, "mse", 2, 20, 1.0, None),
     "disentangle_beta": (CONV, "mse", 10, 10, 1.0, {"beta": "1,3,8,16", "seed": "0,1,2"}),
@@ -140,6 +141,14 @@ def test_preset_composes_to_its_reference_experiment(name):
     assert found == PRESETS[name]
     command = f"python train.py {'-m ' if params else ''}+experiment={name}"
     assert command in (CONF / "experiment" / f"{name}.yaml").read_text()
+
+
+def test_vamp_baseline_is_the_binarized_baseline_with_a_vampprior_trained_longer():
+    vamp, baseline = composed("+experiment=vamp_baseline"), composed("+experiment=binarized_baseline")
+    assert (vamp.prior.name, baseline.prior.name) == ("vamp", "standard")
+    assert (vamp.epochs, baseline.epochs) == (280, 350)
+    for key in ("model", "loss", "kl_schedule", "lr_schedule", "data", "z_dim", "lr", "batch_size"):
+        assert vamp[key] == baseline[key], key
 
 
 def test_sweeps_page_lists_every_preset_with_its_command_and_numbers():
