@@ -336,6 +336,40 @@ def test_a_checkpoint_outside_a_run_folder_gets_its_results_beside_it(dense_chec
     assert run.folder == downloads and run.metrics["n_images"] == 20 and run.samples(n=4).size == (62, 62)
 
 
+def test_evaluate_never_replaces_a_metrics_file_unless_told_to(dense_checkpoint, tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(dense_checkpoint.read_bytes())
+    metrics, quick = tmp_path / "model-metrics.json", ["n_samples=0", "disentanglement=false"]
+    evaluate_main([f"run={checkpoint}", "k=2", "n_images=20", *quick])
+    first = metrics.read_bytes()
+    line = (f"error: {metrics} already holds the metrics of k=2 over 20 test images; write these elsewhere with "
+            "out=FILE, or replace it with overwrite=true")
+    for args in (["k=3", "n_images=30", *quick], ["k=2", "n_images=20", *quick],  # the same measurement too
+                 ["k=1", "n_samples=10", "sampler=gmm"]):  # refused before the mixture is fitted and saved
+        with pytest.raises(SystemExit) as refusal:
+            evaluate_main([f"run={checkpoint}", *args])
+        assert str(refusal.value.code) == line
+    assert metrics.read_bytes() == first and sorted(p.name for p in tmp_path.iterdir()) == ["model-metrics.json", "model.ckpt"]
+
+    with pytest.raises(SystemExit) as refusal:
+        evaluate_main([f"run={checkpoint}", "k=3", "overwrite=maybe"])
+    assert str(refusal.value.code) == "error: overwrite=maybe must be true or false"
+    run = vae_lab.load_run(checkpoint)
+    beside = run.evaluate(k=4, n_images=40, n_samples=0, disentanglement=False, out=tmp_path / "k4.json")
+    assert beside["iwae_k"] == 4 and json.loads((tmp_path / "k4.json").read_text()) == beside
+    assert metrics.read_bytes() == first
+    with pytest.raises(VaeLabError, match="already holds the metrics of k=4 over 40 test images"):
+        run.evaluate(k=5, n_images=20, n_samples=0, disentanglement=False, out=tmp_path / "k4.json")
+    assert run.evaluate(k=3, n_images=30, n_samples=0, disentanglement=False, overwrite=True)["iwae_k"] == 3
+    assert json.loads(metrics.read_text())["iwae_k"] == 3 == run.metrics["iwae_k"]
+
+    metrics.write_text("[1, 2")  # not what evaluate writes: still a file, still kept
+    with pytest.raises(SystemExit) as refusal:
+        evaluate_main([f"run={checkpoint}", "k=2", *quick])
+    assert str(refusal.value.code).startswith(f"error: {metrics} already holds a file; ")
+    assert metrics.read_text() == "[1, 2"
+
+
 SUBNORMALS = "x = torch.full((2 ** 24,), 1e-39)"  # a parallel fill: 16M subnormal floats
 LEFT = "print(int(((x * 1.0) != 0).sum()))"  # how many a parallel product kept
 

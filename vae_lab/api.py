@@ -165,12 +165,13 @@ class Run:
         return picture(figures.interpolation(self.model, images[index], labels[index], steps))
 
     def evaluate(self, **options) -> dict:
-        """``python -m vae_lab.evaluate run=<this run> ...``: the metrics, also written to metrics.json."""
+        """``python -m vae_lab.evaluate run=<this run> ...``: the metrics, also written to metrics.json
+        (or ``out``); an existing file is replaced only with ``overwrite=True``."""
         from vae_lab.evaluate import evaluate, DEFAULTS
         from vae_lab.cli import parse_options
 
         argv = [f"run={self.checkpoint}", *(f"{key}={value}" for key, value in options.items())]
-        evaluate(parse_options(argv, DEFAULTS, "run.evaluate(k=..., n_samples=...)",
-                               at_least={"k": 1, "n_images": 1, "n_samples": 0}))
-        return self.metrics
+        written = evaluate(parse_options(argv, DEFAULTS, "run.evaluate(k=..., n_samples=...)",
+                                         at_least={"k": 1, "n_images": 1, "n_samples": 0}))
+        return json.loads(written.read_text())
 

@@ -10,10 +10,11 @@ from vae_lab.errors import VaeLabError
 def parse_options(argv: list[str] | None, defaults: dict, usage: str, at_least: dict[str, int] | None = None) -> DictConfig:
     """key=value arguments (sys.argv[1:] when argv is None) over ``defaults``.
 
-    Unknown keys, a missing ``run`` (when ``defaults`` has one) and integers below ``at_least[key]``
-    raise VaeLabError; ``usage`` is the command line shown when the run is missing. A key whose
-    default is a dict with a ``name`` (``sampler``) takes ``key=NAME`` for ``key.name=NAME`` and any
-    ``key.setting=value``, which the code it configures checks.
+    Unknown keys, a missing ``run`` (when ``defaults`` has one), integers below ``at_least[key]`` and
+    anything but true or false for a key whose default is either raise VaeLabError; ``usage`` is the
+    command line shown when the run is missing. A key whose default is a dict with a ``name``
+    (``sampler``) takes ``key=NAME`` for ``key.name=NAME`` and any ``key.setting=value``, which the
+    code it configures checks.
     """
     options = OmegaConf.create(defaults)
     OmegaConf.set_struct(options, True)  # an unknown key is an error, not ignored
@@ -35,6 +36,9 @@ def parse_options(argv: list[str] | None, defaults: dict, usage: str, at_least: 
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise VaeLabError(f"{key}={value} must be an integer >= {least}")
+    for key, default in defaults.items():  # a switch is a switch: "maybe" would read as on
+        if isinstance(default, bool) and not isinstance(options[key], bool):
+            raise VaeLabError(f"{key}={options[key]} must be true or false")
     return options
 
 

@@ -3,6 +3,7 @@
     python -m vae_lab.evaluate run=outputs/<run folder> [k=1000] [n_images=10000] [n_samples=10000]
                                [seed=0] [checkpoint=last] [sampler=prior|gmm|vae2] [out=FILE]
                                [classifier=FILE] [data_root=DIR] [plugins=[my_lab.models]] [disentanglement=true]
+                               [overwrite=false]
 
 Writes (per test sample; what each means: docs/metrics.md):
   test_elbo, test_recon, test_kl   the loss terms with one z ~ q(z|x) each (units of val/…)
@@ -37,8 +38,11 @@ Writes (per test sample; what each means: docs/metrics.md):
 the modules that registered a model, prior or likelihood of one's own (as when it was trained);
 ``classifier`` to the cached classifier of the run's data set (vae_lab.classifier); ``data_root``
 overrides where a torchvision data set is read (default: VAE_LAB_DATA when set, else the run's data.root).
+A metrics file is a result: one that exists is refused before anything is measured, unless
+``overwrite=true`` (``out`` writes another beside it).
 On a CPU, k=1000 over all 10,000 test digits takes minutes to tens of minutes; k=100 is a quick look.
 """
+import json
 from pathlib import Path
 
 import torch
@@ -61,7 +65,7 @@ from vae_lab.summary import Recording
 
 DEFAULTS = {"run": None, "k": 1000, "n_images": 10_000, "n_samples": 10_000, "seed": 0, "checkpoint": "last",
             "sampler": {"name": "prior"}, "out": None, "classifier": None, "data_root": None, "plugins": [],
-            "disentanglement": True}
+            "disentanglement": True, "overwrite": False}
 TRAVERSAL_FILE = "traversal_factors.png"
 
 
@@ -148,6 +152,18 @@ def measure(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sample
     return result
 
 
+def held_in(path: Path) -> str:
+    """What an existing metrics file holds, in words, for the line that refuses to replace it."""
+    try:
+        found = json.loads(path.read_text())
+        k, n_images = found["iwae_k"], found["n_images"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return "a file"
+    if not (type(k) is int and type(n_images) is int):
+        return "a file"
+    return f"the metrics of k={k} over {n_images:,} test images"
+
+
 def evaluate(options) -> Path:
     """Measures the run and writes the JSON file; returns its path."""
     # a classifier file given is checked first; the default one is the run's data set's
@@ -155,11 +171,14 @@ def evaluate(options) -> Path:
     given = load_classifier(options.classifier) if options.n_samples and options.classifier else None
     sampler = build_sampler(OmegaConf.to_container(options.sampler))
     model, config, checkpoint = load_model(options.run, options.checkpoint)
+    out = Path(options.out) if options.out else result_path(checkpoint, "metrics.json")
+    if out.exists() and not options.overwrite:  # before anything is measured: k=5000 takes tens of minutes
+        raise VaeLabError(f"{out} already holds {held_in(out)}; write these elsewhere with out=FILE, "
+                          "or replace it with overwrite=true")
     classifier = given or (classifier_for(config["data"]) if options.n_samples else None)
     if options.n_samples:
         sampler = fitted_sampler(sampler, model, *training_images(config, options.data_root).tensors, checkpoint,
                                  options.seed)
-    out = Path(options.out) if options.out else result_path(checkpoint, "metrics.json")
     result = measure(model, config, options.k, options.n_images, options.n_samples, classifier,
                      options.seed, options.data_root, sampler, options.disentanglement,
                      out.with_name(f"{out.stem}-{TRAVERSAL_FILE}") if options.out else result_path(checkpoint, TRAVERSAL_FILE))
