@@ -158,10 +158,10 @@ def held_in(path: Path) -> str:
         found = json.loads(path.read_text())
         k, n_images = found["iwae_k"], found["n_images"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return "a file"
-    if not (type(k) is int and type(n_images) is int):
-        return "a file"
-    return f"the metrics of k={k} over {n_images:,} test images"
+        k = n_images = None
+    if type(k) is int and type(n_images) is int:
+        return f"the metrics of k={k} over {n_images:,} test images"
+    return "a file"
 
 
 def evaluate(options) -> Path:
