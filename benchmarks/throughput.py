@@ -4,12 +4,12 @@
     VAE_LAB_DATA=../shared/data python benchmarks/throughput.py ratios epoch   # some parts
 
 Parts (docs/performance.md has the figures and what they mean):
-  ratios   images/s at batch 128, dense and conv, three ways in this process:
+  ratios   images/s at batch 128 (or --batch-size 1024), dense and conv, three ways in this process:
              vae_lab  train(cfg) exactly as train.py calls it (LightningModule, data module,
                       logging, progress bar and pictures as configured by default);
              tight    the same model, optimizer and loss on the in-memory tensor, nothing else;
              classic  pytorch/examples' VAE loop: torchvision MNIST + ToTensor through a
-                      DataLoader, batch 128, shuffled (num_workers=0, as it runs on a CPU).
+                      DataLoader, the same batch size, shuffled (num_workers=0, as on a CPU).
            They take turns inside one vae_lab run (see Interleaved), --repeats runs per model:
            on a shared machine the same loop drifts by up to a third from minute to minute, and
            turns keep the ways under the same load. vae_lab is timed by a callback (~1% of a step).
@@ -65,15 +65,17 @@ DATA_ROOT = data_root()
 MODELS = ("dense", "conv")  # the models measured
 ELBO = Constant(1.0)  # the default KL schedule: β = 1
 WARMUP = 16  # batches before any timing
-# ratios: (batches per turn, turns) per model, a few tenths of a second per way and turn; WARMUP
-# and the turns are multiples of every trainer.steps_per_execution measured (1, 2, 4, 8, 16)
-WINDOWS = {"dense": (48, 8), "conv": (16, 8)}
+# ratios: (batches per turn, turns) per batch size and model, a few tenths of a second per way and
+# turn on the CPU; WARMUP and the turns are multiples of every trainer.steps_per_execution measured
+# (1, 2, 4, 8, 16), and at batch 1024 they fit in the 58 full batches of one epoch
+WINDOWS = {128: {"dense": (48, 8), "conv": (16, 8)}, 1024: {"dense": (8, 5), "conv": (8, 5)}}
 TRAIN_IMAGES = 60_000
 # vae_lab's default trainer takes a GPU when there is one; the plain loops then run there too
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 REPORT = []  # the lines of the summary
 COMPILE_MODELS = list(MODELS)  # --compile-models
 STEPS_PER_EXECUTION = [1, 8]  # --steps-per-execution: the Ks of ratios and profile
+BATCH_SIZE = [128]  # --batch-size: the batch size of ratios
 
 
 def synchronized_clock() -> float:
@@ -208,9 +210,10 @@ def epochs_of(make_batches: Callable[[], Iterable]) -> Iterator:
         yield from make_batches()
 
 
-def shuffled_batches(images: torch.Tensor, labels: torch.Tensor) -> Iterator:
-    """The tight loop's data: batches of 128 gathered from the in-memory tensors, a new order each epoch."""
-    return epochs_of(lambda: ((images[i], labels[i]) for i in torch.randperm(len(images), device=DEVICE).split(128)))
+def shuffled_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128) -> Iterator:
+    """The tight loop's data: batches gathered from the in-memory tensors, a new order each epoch."""
+    return epochs_of(lambda: ((images[i], labels[i])
+                              for i in torch.randperm(len(images), device=DEVICE).split(batch_size)))
 
 
 class BareModule(L.LightningModule):
@@ -237,24 +240,27 @@ def report(line: str = "") -> None:
 
 
 def part_ratios(repeats: int) -> None:
+    batch_size = BATCH_SIZE[0]
     datamodule = ImageDataModule(root=DATA_ROOT)
     datamodule.setup()
     images, labels = (t.to(DEVICE) for t in datamodule.train_set.tensors)  # the tight loop's tensors
     classic_dataset = MNIST(DATA_ROOT, train=True, transform=ToTensor())
-    report(f"\n## ratios: images/s at batch 128, the three ways taking turns in {repeats} runs "
+    report(f"\n## ratios: images/s at batch {batch_size}, the three ways taking turns in {repeats} runs "
            f"per trainer.steps_per_execution (K = {', '.join(map(str, STEPS_PER_EXECUTION))})")
-    for name, (window, windows) in WINDOWS.items():
+    for name, (window, windows) in WINDOWS[batch_size].items():
         runs = {k: [] for k in STEPS_PER_EXECUTION}
         for _ in range(repeats):
             for k in STEPS_PER_EXECUTION:  # the Ks take turns too
                 plain_loops = {
-                    "tight": plain_loop(name, shuffled_batches(images, labels)),
+                    "tight": plain_loop(name, shuffled_batches(images, labels, batch_size)),
                     # pytorch/examples adds loader workers only for CUDA
-                    "classic": plain_loop(name, epochs_of(lambda: DataLoader(classic_dataset, batch_size=128, shuffle=True)),
+                    "classic": plain_loop(name, epochs_of(lambda: DataLoader(classic_dataset, batch_size=batch_size,
+                                                                             shuffle=True)),
                                           read_loss=True),
                 }
                 watch = Interleaved(plain_loops, window, windows)
-                vae_lab_run(f"model={name}", "epochs=1", f"trainer.limit_train_batches={WARMUP + window * windows}",
+                vae_lab_run(f"model={name}", f"batch_size={batch_size}", "epochs=1",
+                            f"trainer.limit_train_batches={WARMUP + window * windows}",
                             f"trainer.steps_per_execution={k}", watch=watch)
                 runs[k].append(watch.images_per_second())
         tight_target = {"dense": 0.95, "conv": 0.98}[name]  # the targets of docs/performance.md
@@ -369,7 +375,7 @@ def part_nvml(repeats: int) -> None:
     report(f"\n## nvml: ms per tight-loop step with PYTORCH_NVML_BASED_CUDA_CHECK 1 and 0, "
            f"{2 * repeats} turns, medians")
     setting = os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]  # "1": importing Lightning set it
-    for name, (window, _) in WINDOWS.items():
+    for name, (window, _) in WINDOWS[128].items():
         step = plain_loop(name, shuffled_batches(images, labels))
         for _ in range(WARMUP):
             step()
@@ -394,7 +400,7 @@ def part_lightning(repeats: int) -> None:
     datamodule.setup()
     images, labels = (t.to(DEVICE) for t in datamodule.train_set.tensors)
     report(f"\n## lightning: a bare LightningModule next to the tight loop, taking turns, {repeats} runs")
-    for name, (window, windows) in WINDOWS.items():
+    for name, (window, windows) in WINDOWS[128].items():
         for empty_callbacks in (0, 20):
             ratios = []
             for _ in range(repeats):
@@ -558,7 +564,10 @@ def main():
                         help="the models of the compile part (conv takes ~8 minutes on 2 cores)")
     parser.add_argument("--steps-per-execution", nargs="+", type=int, default=STEPS_PER_EXECUTION,
                         help="the values of trainer.steps_per_execution in ratios and profile (divisors of 16)")
+    parser.add_argument("--batch-size", type=int, choices=list(WINDOWS), default=BATCH_SIZE[0],
+                        help="the batch size of ratios (the targets are at 128; docs/performance.md also has 1024)")
     args = parser.parse_args()
+    BATCH_SIZE[0] = args.batch_size
     COMPILE_MODELS[:] = args.compile_models
     STEPS_PER_EXECUTION[:] = args.steps_per_execution
     if unknown := set(args.parts) - set(parts):
