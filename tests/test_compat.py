@@ -1,0 +1,60 @@
+"""Runs written by earlier versions of vae_lab still open: tests/fixtures/run_0945847 is a real run
+(dense, hidden=[8], z_dim=2, prior=mog, linear warm-up, cosine LR; 2 epochs of 16 batches)
+trained by the code of commit 0945847, before the configs stopped naming code (``_target_``).
+Its checkpoint stores the old config, ``_target_`` strings and all; generate, evaluate, load_run
+and resume read it as they read a new one."""
+import shutil
+from pathlib import Path
+
+import torch
+
+import vae_lab
+from conftest import TINY_RUN, make_config
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "run_0945847"
+# what the fixture was trained with (its config.yaml), for a resumed run's composed config
+TRAINED_WITH = ["model=dense", "model.hidden=[8]", "z_dim=2", "prior=mog", "prior.components=3",
+                "kl_schedule=linear_warmup", "lr_schedule=cosine"]
+
+
+def copied_run(tmp_path) -> Path:
+    """A copy of the fixture: the tools write their results into the run folder."""
+    return Path(shutil.copytree(FIXTURE, tmp_path / "run"))
+
+
+def test_an_old_run_opens_with_load_run(tmp_path, data_root):
+    run = vae_lab.load_run(copied_run(tmp_path))
+    assert (run.model.z_dim, run.config["prior"]["name"]) == (2, "mog")
+    assert run.summary["status"] == "finished"
+    assert run.samples(n=16).size == (2 + 4 * 30, 2 + 4 * 30)  # a 4x4 grid of 28-pixel images, 2-pixel padding
+    images = torch.rand(3, 1, 28, 28)
+    logits = run.model.decode(run.model.encode(images)[0])
+    assert logits.shape == (3, 1, 28, 28)
+
+
+def test_an_old_run_opens_with_generate_and_evaluate(tmp_path, data_root):
+    from vae_lab.evaluate import main as evaluate_main
+    from vae_lab.generate import main as generate_main
+
+    run = copied_run(tmp_path)
+    generate_main([f"run={run}", "n=16"])
+    assert {"samples.png", "samples.npy", "manifold.png", "interpolation.png"} <= {p.name for p in (run / "generated").iterdir()}
+    evaluate_main([f"run={run}", "k=4", "n_images=100", "n_samples=0", "disentanglement=false"])
+    metrics = vae_lab.load_run(run).metrics
+    assert metrics["iwae_k"] == 4 and 0 < metrics["test_nll_bce"] < 800
+
+
+def test_an_old_run_resumes(tmp_path, data_root):
+    from vae_lab.training import train
+
+    run = copied_run(tmp_path)
+    cfg = make_config(tmp_path / "resumed", *TRAINED_WITH, *TINY_RUN, "trainer.limit_train_batches=16",
+                      "epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    train(cfg)
+    resumed = vae_lab.load_run(tmp_path / "resumed")
+    assert resumed.summary["status"] == "finished" and resumed.summary["epochs_trained"] == 3
+    assert resumed.summary["resumed_from"].endswith("last.ckpt")
+    before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert before.keys() == after.keys()
+    assert not torch.equal(before["model.mu.weight"], after["model.mu.weight"])  # it trained on
