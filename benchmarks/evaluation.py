@@ -1,4 +1,4 @@
-"""How long the importance-weighted NLL takes: vae_lab.metrics.iwae_bound next to the code path it
+"""How long the importance-weighted NLL takes: vae_lab.evaluation.metrics.iwae_bound next to the code path it
 replaced (kept below as ``previous_iwae_bound``), taking turns on the same model and digits.
 
     VAE_LAB_DATA=../shared/data python benchmarks/evaluation.py run=outputs/<dense run> [k=5000]
@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from vae_lab.checkpoint import load_model
+from vae_lab.runs import load_model
 from vae_lab.cli import exit_on_error, parse_options
-from vae_lab.evaluate import load_test_images
-from vae_lab.metrics import iwae_bound
-from vae_lab.models.base import log_q
+from vae_lab.data.splits import test_images as load_test_images
+from vae_lab.evaluation.metrics import iwae_bound
+from vae_lab.gaussian import log_q
 
 DEFAULTS = {"run": None, "k": 5000, "n_images": 1000, "repeats": 2, "full": False}
 

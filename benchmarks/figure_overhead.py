@@ -18,9 +18,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from vae_lab.cli import exit_on_error
 from vae_lab.data import ImageDataModule, data_root
-from vae_lab.figures import FigureLogger
-from vae_lab.losses import VAELoss
-from vae_lab.schedules import Constant
+from vae_lab.training.callbacks import FigureLogger
+from vae_lab.training.losses import VAELoss
+from vae_lab.training.schedules import Constant
 from vae_lab.models import build_model
 
 STEPS, STEPS_PER_EPOCH = 50, 469
@@ -52,7 +52,7 @@ def main():
                 else:
                     writer.add_image(name, picture)
 
-        optimizer, loss = torch.optim.Adam(model.parameters(), lr=1e-3), VAELoss("bce")
+        optimizer, loss = torch.optim.Adam(model.parameters(), lr=1e-3), VAELoss()
 
         def train_steps():
             for step in range(STEPS):

@@ -48,9 +48,10 @@ def probe(out: Path, overrides: list[str]) -> None:
 
     import lightning as L
 
-    from vae_lab import checkpoint, data, figures
+    from vae_lab import data
+    from vae_lab.training import callbacks
     try:
-        from vae_lab import summary
+        from vae_lab.training.callbacks import summary
     except ImportError:  # an older checkout
         summary = None
     from vae_lab import train as training
@@ -90,10 +91,10 @@ def probe(out: Path, overrides: list[str]) -> None:
     hooks = [
         (data, "ImageDataModule", "setup", "decoding the data"),
         (data, "MNISTDataModule", "setup", "decoding the data"),
-        (checkpoint, "AtomicCheckpointIO", "save_checkpoint", "writing checkpoints"),
-        (figures, "FigureLogger", "write_pictures", "end-of-run pictures and embedding"),
-        (figures, "FigureLogger", "on_fit_end", "end-of-run pictures and embedding"),
-        (figures, "FigureLogger", "on_validation_epoch_end", "pictures after validations"),
+        (callbacks, "AtomicCheckpointIO", "save_checkpoint", "writing checkpoints"),
+        (callbacks, "FigureLogger", "write_pictures", "end-of-run pictures and embedding"),
+        (callbacks, "FigureLogger", "on_fit_end", "end-of-run pictures and embedding"),
+        (callbacks, "FigureLogger", "on_validation_epoch_end", "pictures after validations"),
         (summary, "RunSummary", "on_fit_end", "summary, HPARAMS, hparams.yaml"),
     ]
     for module, owner, method, figure in hooks:

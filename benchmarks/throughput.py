@@ -44,8 +44,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
@@ -53,12 +53,13 @@ from torchvision.transforms import ToTensor
 
 from vae_lab.cli import exit_on_error
 from vae_lab.data import ImageDataModule, data_root
-from vae_lab.losses import VAELoss
-from vae_lab.module import MultiStepVAE
-from vae_lab.schedules import Constant
+from vae_lab.training.losses import VAELoss
+from vae_lab.training.module import MultiStepVAE
+from vae_lab.training.schedules import Constant
 from vae_lab.models import build_model
 from vae_lab.training import train
 from vae_lab.config import CONF
+from vae_lab.registry import OPTIMIZERS
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = data_root()
@@ -181,7 +182,7 @@ def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callabl
     optimizer vae_lab configures and the bce VAE loss; returns the batch size. ``read_loss`` reads
     loss.item() every step, as pytorch/examples does to add up its printed loss."""
     torch.manual_seed(0)
-    model, loss_function = build_model({"model": {"name": name, "z_dim": 20}}).to(DEVICE), VAELoss("bce")
+    model, loss_function = build_model({"model": {"name": name, "z_dim": 20}}).to(DEVICE), VAELoss()
     optimizer = configured_optimizer(model.parameters())
 
     def step() -> int:
@@ -200,8 +201,8 @@ def plain_loop(name: str, batches: Iterator, read_loss: bool = False) -> Callabl
 
 
 def configured_optimizer(parameters):
-    """The optimizer vae_lab builds from vae_lab/conf/config.yaml."""
-    return instantiate(config("unused").optimizer)(parameters)
+    """The optimizer vae_lab builds from vae_lab/conf/ (optimizer=adam)."""
+    return OPTIMIZERS.build(OmegaConf.to_container(config("unused").optimizer, resolve=True), params=parameters)
 
 
 def epochs_of(make_batches: Callable[[], Iterable]) -> Iterator:
@@ -222,7 +223,7 @@ class BareModule(L.LightningModule):
     def __init__(self, name: str):
         super().__init__()
         torch.manual_seed(0)
-        self.model, self.loss = build_model({"model": {"name": name, "z_dim": 20}}), VAELoss("bce")
+        self.model, self.loss = build_model({"model": {"name": name, "z_dim": 20}}), VAELoss()
 
     def training_step(self, batch, batch_idx):
         x, _ = batch
@@ -532,7 +533,7 @@ def part_compile(repeats: int) -> None:
         seconds = {}
         for way in ("eager", "compiled"):
             torch.manual_seed(0)
-            model, loss_function = build_model({"model": {"name": name, "z_dim": 20}}).to(DEVICE), VAELoss("bce")
+            model, loss_function = build_model({"model": {"name": name, "z_dim": 20}}).to(DEVICE), VAELoss()
 
             def step_loss(x):
                 mu, logvar = model.encode(x)

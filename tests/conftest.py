@@ -15,7 +15,9 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # before torch starts: the worker
 import pytest
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-import vae_lab.models  # noqa: F401  first: flush subnormals before any operation starts torch's threads
+from vae_lab.cli import start_process
+
+start_process()  # as every vae_lab command does first: before any operation starts torch's threads
 from vae_lab.config import CONF
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +80,7 @@ def short_runs(tmp_path_factory, data_root):
 def classifier_path(tmp_path_factory, data_root):
     """The cached MNIST classifier (python -m vae_lab.classifier), or one trained now for one epoch
     (about 98.5 % of the test digits; the command's three epochs reach 99 %, docs/metrics.md)."""
-    from vae_lab.classifier import default_path, save_classifier, train_classifier
+    from vae_lab.evaluation.classifier import default_path, save_classifier, train_classifier
 
     if default_path().is_file():
         return default_path()
@@ -94,7 +96,7 @@ def classifier_path(tmp_path_factory, data_root):
 def morphometrics_cache(tmp_path_factory, data_root) -> Path:
     """A cache folder (for VAE_LAB_CACHE) holding the morphometrics of MNIST's test digits, measured
     once per session (python -m vae_lab.morphometrics, about 20 s)."""
-    from vae_lab.morphometrics import main
+    from vae_lab.evaluation.morphometrics import main
 
     return made_once(tmp_path_factory, "cache",
                      lambda cache: main([f"out={cache / 'mnist_morphometrics.npz'}", f"data_root={data_root}"]))
@@ -102,7 +104,7 @@ def morphometrics_cache(tmp_path_factory, data_root) -> Path:
 
 @pytest.fixture(scope="session")
 def classifier(classifier_path):
-    from vae_lab.classifier import load_classifier
+    from vae_lab.evaluation.classifier import load_classifier
 
     return load_classifier(classifier_path)[0]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 
-from vae_lab.module import LitVAE
+from vae_lab.training.module import LitVAE
 from vae_lab.training import train
 from vae_lab.config import CONF
 

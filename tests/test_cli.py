@@ -30,7 +30,7 @@ BAD_OVERRIDES = {
     "data.root=/no/such/folder data.download=false": "error: MNIST not found in /no/such/folder/MNIST/raw",
     "data.root=train.py": f"error: data root {REPO / 'train.py'} is a file, not a folder",
     "data.binarize=sometimes": "error: data.binarize=sometimes must be one of none, dynamic, static",
-    "callbacks=evaluate callbacks.evaluate.k=0": "error: callbacks.evaluate: k=0, n_images=10000, n_samples=0: k and n_images must be >= 1",
+    "callbacks=evaluate callbacks.evaluate.k=0": "error: callbacks.evaluate.k=0 must be an integer >= 1",
     "trainer.limit_val_batches=0": "error: trainer.limit_val_batches=0: every epoch is validated",
     "trainer.steps_per_execution=0": "error: trainer.steps_per_execution=0 must be an integer >= 1",
     # a setting that follows a top-level key is never set apart from it (the run would misreport itself)
@@ -41,23 +41,28 @@ BAD_OVERRIDES = {
     "optimizer.lr=0.01": "error: optimizer.lr=0.01: optimizer.lr follows lr; set lr=0.01 instead",
     "data.batch_size=64": "error: data.batch_size=64: data.batch_size follows batch_size; set batch_size=64 instead",
     "data.seed=3": "error: data.seed=3: data.seed follows seed; set seed=3 instead",
-    "logger.save_dir=/tmp/elsewhere": "error: logger.save_dir=/tmp/elsewhere: logger.save_dir follows output_dir",
+    "+logger.save_dir=/tmp/elsewhere": "error: logger.save_dir=/tmp/elsewhere: save_dir comes from the run",
+    "+trainer.callbacks=[]": "error: trainer.callbacks=[]: callbacks comes from the run",
     # values of the wrong type for what they are passed to
     "trainer.log_every_n_steps=abc": "error: trainer.log_every_n_steps=abc must be an integer or null",
     "trainer.num_sanity_val_steps=abc": "error: trainer.num_sanity_val_steps=abc must be an integer or null",
     "trainer.limit_train_batches=abc": "error: trainer.limit_train_batches=abc must be an integer or a number or null",
     "callbacks.figures.every_n_epochs=abc": "error: callbacks.figures.every_n_epochs=abc must be an integer",
-    "callbacks.figures.n_samples=0": "error: callbacks.figures: every_n_epochs=1 must be >= 0 and n_samples=0 >= 1",
+    "callbacks.figures.n_samples=0": "error: callbacks.figures.n_samples=0 must be an integer >= 1",
+    "+callbacks.nosuch={}": "error: callbacks.nosuch.name=nosuch is not a registered callback (registered: checkpoints,",
+    "+trainer.nosuch=3": "error: trainer.nosuch: lightning.Trainer has no such setting; if a preset set it",
+    "optimizer=sgd +optimizer.betas=[0.9,0.99]": "error: optimizer.betas: optimizer sgd has no such setting",
+    "optimizer.fused=maybe": "error: optimizer.fused=maybe must be true or false or null",
     "data.download=maybe": "error: data.download=maybe must be true or false",
     "trainer.accelerator=banana": "error: trainer: You selected an invalid accelerator name: `accelerator='banana'`",
     "trainer.devices=0": "error: trainer: `Trainer(devices=0)` value is not a valid input",
     "+model.width=3": "error: model.width: model dense has no such setting (its settings: z_dim, hidden)",
     "model.hidden=[256,0]": "error: model.hidden=[256, 0] must be a list of integers >= 1",
-    "+kl_schedule.warmup_epochs=3": "error: kl_schedule.warmup_epochs: Constant has no such setting (its settings: "
+    "+kl_schedule.warmup_epochs=3": "error: kl_schedule.warmup_epochs: KL schedule constant has no such setting (its settings: "
         "beta); if a preset set it for another choice of kl_schedule, drop it with ~kl_schedule.warmup_epochs",
     # components that do not go together
     "model=cvae prior=vamp": "error: prior vamp: the conditional model's encoder needs labels, which its pseudo-inputs do not have",
-    "loss.estimator=dreg": "error: loss: estimator=dreg reweights the k samples of the importance-weighted bound: it needs iwae_k > 1",
+    "loss.estimator=dreg": "error: loss elbo: estimator=dreg reweights the k samples of the importance-weighted bound: it needs iwae_k > 1",
     "loss.estimator=dreg loss.iwae_k=5 kl_schedule=linear_warmup": "error: loss.estimator=dreg is the gradient of the plain "
         "importance-weighted bound: it needs kl_schedule=constant and beta=1 (this run: LinearWarmup, beta=1.0)",
 }

@@ -3,13 +3,19 @@
 trained by the code of commit 0945847, before the configs stopped naming code (``_target_``).
 Its checkpoint stores the old config, ``_target_`` strings and all; generate, evaluate, load_run
 and resume read it as they read a new one."""
+import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 
 import vae_lab
 from conftest import TINY_RUN, make_config
+from vae_lab.config import upgraded
+from vae_lab.errors import VaeLabError
+from vae_lab.registry import KL_SCHEDULES, LOSSES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "run_0945847"
 # what the fixture was trained with (its config.yaml), for a resumed run's composed config
@@ -58,3 +64,22 @@ def test_an_old_run_resumes(tmp_path, data_root):
     after = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert before.keys() == after.keys()
     assert not torch.equal(before["model.mu.weight"], after["model.mu.weight"])  # it trained on
+
+
+def test_the_old_configs_targets_are_read_as_the_registered_names_they_meant():
+    """``vae_lab.config.upgraded``: a stored config (or a user's old yaml) that named vae_lab's own
+    classes by ``_target_`` chooses the same components by name; any other ``_target_`` stays, for
+    the registry to refuse."""
+    old = yaml.safe_load((FIXTURE / "config.yaml").read_text())
+    assert "_target_" in json.dumps(old)
+    config = upgraded(old)
+    assert "_target_" not in json.dumps(config) and "_partial_" not in json.dumps(config)
+    names = {group: config[group]["name"] for group in ("loss", "kl_schedule", "lr_schedule", "optimizer")}
+    assert names == {"loss": "elbo", "kl_schedule": "linear_warmup", "lr_schedule": "cosine", "optimizer": "adam"}
+    assert config["callbacks"]["checkpoints"] == {} and config["callbacks"]["summary"] == {"console": True}
+    assert config["logger"] == {"default_hp_metric": False}
+    assert config["data"]["name"] == "mnist" and config["trainer"]["max_epochs"] == 2
+    assert KL_SCHEDULES.build(config["kl_schedule"]).warmup_epochs == 10
+    assert upgraded({"loss": {"_target_": "os.system", "command": "true"}})["loss"]["_target_"] == "os.system"
+    with pytest.raises(VaeLabError, match=r"^loss._target_=os.system names code"):
+        LOSSES.build({"_target_": "os.system"})

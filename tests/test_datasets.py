@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, made_once, make_config, run_train, scalars
-from vae_lab.checkpoint import load_model
-from vae_lab.classifier import load_classifier, save_classifier, train_classifier
+from vae_lab.runs import load_model
+from vae_lab.evaluation.classifier import load_classifier, save_classifier, train_classifier
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
@@ -61,7 +61,7 @@ def test_a_file_without_labels_trains_unconditional_models_and_refuses_condition
     path = real_digits_file(tmp_path / "mine.npy", labels=False)
     train(make_config(tmp_path / "dense", "data=images", f"data.path={path}", "z_dim=2", "epochs=1", *TINY_RUN))
     assert (tmp_path / "dense" / "latent_scatter.png").is_file()
-    with pytest.raises(VaeLabError, match=rf"^model=cvae is conditional and needs labels, but {path} has none$"):
+    with pytest.raises(VaeLabError, match=r"^model cvae: it is conditional and needs labelled data \(the data have no classes\)$"):
         train(make_config(tmp_path / "cvae", "data=images", f"data.path={path}", "model=cvae", "epochs=1", *TINY_RUN))
     assert not (tmp_path / "cvae").exists()
 

@@ -8,10 +8,10 @@ from PIL import Image
 
 from conftest import table_rows
 from vae_lab import report
-from vae_lab.disentanglement import MIN_IMAGES, dci, measure, mig, normalized_mutual_information, sap
+from vae_lab.evaluation.disentanglement import MIN_IMAGES, dci, disentanglement_scores as measure, mig, normalized_mutual_information, sap
 from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
-from vae_lab.morphometrics import MORPHOMETRICS
+from vae_lab.evaluation.morphometrics import MORPHOMETRICS
 
 N = 2000
 rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, table_rows
 from vae_lab.data import load_mnist
-from vae_lab.likelihoods import build_likelihood
+from vae_lab.registry import LIKELIHOODS
 from vae_lab.config import CONF
 
 DOCS = REPO / "docs"
@@ -133,7 +133,7 @@ def test_collapsed_losses_match_theory(data_root):
         totals = {"mse": 0.0, "bce": 0.0}
         for chunk in x.split(10_000):
             for likelihood in totals:
-                totals[likelihood] += build_likelihood(likelihood).reconstruction(logits.expand_as(chunk), chunk).sum().item()
+                totals[likelihood] += LIKELIHOODS.build(likelihood).reconstruction(logits.expand_as(chunk), chunk).sum().item()
         return [f"{totals[likelihood] / len(x):.2f}" for likelihood in ("mse", "bce")]
 
     rows = {cells[0]: cells[1:] for cells in table_rows(text)}

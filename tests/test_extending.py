@@ -13,8 +13,9 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-from conftest import DATA_ROOT, REPO, TINY_RUN, make_config
-from vae_lab.checkpoint import load_model
+from conftest import DATA_ROOT, REPO, TINY_RUN, make_config, scalars
+from vae_lab.errors import VaeLabError
+from vae_lab.runs import load_model
 from vae_lab.data import load_torchvision
 from vae_lab.evaluate import main as evaluate_main
 from vae_lab.priors import VampPrior
@@ -188,3 +189,23 @@ def test_an_installed_plugin_registers_through_the_entry_point_group_without_nam
                            env={**os.environ, "PYTHONPATH": str(site)})
     shipped, after = found.stdout.splitlines()
     assert "'dense'" in shipped and after == shipped[:-1] + ", 'resnet']", found.stderr[-2000:]
+
+
+def test_a_plugin_schedule_and_callback_train_as_the_builtins_do(tmp_path, monkeypatch, data_root):
+    """docs/extending.md's my_extras.py: a KL schedule and a callback registered as models are,
+    chosen by name on the command line, trained with, and recorded."""
+    (tmp_path / "my_extras.py").write_text(next(block for block in blocks("python") if block.startswith("# my_extras.py")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    train(make_config(run, "plugins=[my_extras]", "kl_schedule.name=sigmoid", "+kl_schedule.midpoint_epochs=1",
+                      "+callbacks.epoch_timer={}", "epochs=2", *TINY_RUN, "trainer.log_every_n_steps=1",
+                      "trainer.steps_per_execution=1"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and len(summary["epoch_seconds"]) == 2
+    assert summary["settings"]["kl_schedule"] == "sigmoid"
+    beta = dict(scalars(run)["train/beta"])  # step -> β: 5 steps an epoch, half-way at epoch 1
+    assert beta[0] < 0.1 and beta[5] == pytest.approx(0.5) and beta[9] > 0.8
+    with pytest.raises(VaeLabError, match=r"^kl_schedule.steepness=-1 must be a number > 0"):
+        train(make_config(tmp_path / "refused", "plugins=[my_extras]", "kl_schedule.name=sigmoid",
+                          "+kl_schedule.steepness=-1", *TINY_RUN))
+    assert not (tmp_path / "refused").exists()

@@ -18,10 +18,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import TensorDataset
 
 from conftest import REPO, make_model
-from vae_lab import figures
-from vae_lab.checkpoint import load_model
+from vae_lab.evaluation import figures
+from vae_lab.runs import load_model
 from vae_lab.generate import main as generate_main
-from vae_lab.inference import decode_images
+from vae_lab.evaluation.inference import decode_images
+from vae_lab.training.callbacks import FigureLogger
 
 TILE = 28 + 2  # figures.grid pads every tile with 2 px
 
@@ -74,7 +75,7 @@ def test_hparams_and_projector_embedding(short_runs):
     assert hparams == {"model": "dense", "data": "mnist", "loss": "bce", "beta": 1.0, "z_dim": 20, "epochs": 2,
                        "batch_size": 128, "lr": 1e-3, "seed": 0, "data.binarize": "none", "model.hidden": "[256, 128]", "prior": "standard",
                        "loss.iwae_k": 1, "loss.free_bits": 0.0, "loss.estimator": "standard",
-                       "kl_schedule": "Constant", "lr_schedule": "FixedLR",
+                       "kl_schedule": "constant", "lr_schedule": "constant", "optimizer": "adam", "optimizer.fused": True,
                        "sampler": "prior", "sampler.temperature": 1.0}
     embedding = next(run_dir.glob("*/test_posterior_means"))
     means = np.loadtxt(embedding / "tensors.tsv")
@@ -108,7 +109,7 @@ def test_samples_use_the_same_z_for_the_same_seed():
     logger_model = make_model(z_dim=4)
 
     def fixed_z(seed):
-        logger = figures.FigureLogger()
+        logger = FigureLogger()
         logger.setup(trainer, SimpleNamespace(seed=seed, model=logger_model), "fit")
         return logger.prior_draws(logger_model)
 

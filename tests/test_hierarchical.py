@@ -9,15 +9,18 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from conftest import TINY_RUN, make_config, make_model, scalars
-from vae_lab import metrics
-from vae_lab.checkpoint import load_model
+from vae_lab.evaluation import metrics
+from vae_lab.runs import load_model
 from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
 from vae_lab.models import build_model
-from vae_lab.models.hvae import CodePrior, gaussian_log_prob
+from vae_lab.gaussian import gaussian_log_prob
+from vae_lab.models.hvae import CodePrior
 from vae_lab.priors import StandardNormal, VampPrior
-from vae_lab.schedules import Constant
-from vae_lab.training import build, train
+from vae_lab.training.schedules import Constant
+from vae_lab.registry import KL_SCHEDULES
+from vae_lab.training import train
+from vae_lab.training.losses import build_loss
 
 
 def linear_count(n_in, n_out):
@@ -95,12 +98,9 @@ def test_a_vamp_prior_over_the_top_layer_encodes_its_pseudo_inputs_to_z2():
 def test_each_knob_of_the_preset_turns_on_the_command_line(tmp_path, knob):
     """The 50-epoch knob table's commands build and set up, with no key of the preset's own choices left over."""
     cfg = make_config(tmp_path, "+experiment=hierarchical_baseline", *knob)
-    model = build_model(OmegaConf.to_container(cfg, resolve=True))
-
-    class Data:
-        train_set = range(100)
-
-    build(cfg.loss, "loss").setup(model, build(cfg.kl_schedule, "kl_schedule"), Data())
+    config = OmegaConf.to_container(cfg, resolve=True)
+    model = build_model(config)
+    build_loss(config["loss"], model, KL_SCHEDULES.build(config["kl_schedule"]), train_size=100)
 
 
 @pytest.mark.parametrize("loss, expected", [
@@ -111,12 +111,8 @@ def test_each_knob_of_the_preset_turns_on_the_command_line(tmp_path, knob):
 def test_what_needs_a_factorised_prior_refuses_the_hierarchical_model_in_one_line(tmp_path, loss, expected):
     cfg = make_config(tmp_path, "model=hvae", *loss)
     model = make_model("hvae")
-
-    class Data:
-        train_set = range(100)
-
     with pytest.raises(VaeLabError) as error:
-        build(cfg.loss, "loss").setup(model, Constant(1.0), Data())
+        build_loss(OmegaConf.to_container(cfg.loss, resolve=True), model, Constant(1.0), train_size=100)
     assert str(error.value).startswith(expected) and "\n" not in str(error.value)
 
 

@@ -3,17 +3,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from vae_lab.errors import VaeLabError
 from conftest import make_config, make_model
 from vae_lab.data import ImageDataModule
-from vae_lab.likelihoods import Likelihood, build_likelihood
-from vae_lab.losses import BTCVAELoss, VAELoss, mws_log_q, tc_decomposition
+from vae_lab.likelihoods import Likelihood
+from vae_lab.registry import LIKELIHOODS
+from vae_lab.training.losses import BTCVAELoss, VAELoss, mws_log_q, tc_decomposition
 from vae_lab.models import build_model
 from vae_lab.priors import MixtureOfGaussians, StandardNormal
-from vae_lab.schedules import Capacity, Constant
-from vae_lab.training import build
+from vae_lab.training.schedules import Capacity, Constant
+from vae_lab.registry import KL_SCHEDULES
+from vae_lab.training.losses import build_loss
 
 
 def test_closed_form_kl_matches_monte_carlo():
@@ -45,21 +48,21 @@ def test_the_monte_carlo_kl_of_a_prior_without_closed_form_estimates_the_closed_
     torch.testing.assert_close(estimate, prior.kl(mu, logvar, z), atol=0.05, rtol=0.02)
 
 
-def encoded(z_dim=4, n=8, seed=0):
+def encoded(z_dim=4, n=8, seed=0, likelihood="bce"):
     """A real (untrained) dense model, n images and their encoding."""
     torch.manual_seed(seed)
-    model, x = make_model(z_dim=z_dim), torch.rand(n, 1, 28, 28)
+    model, x = make_model(z_dim=z_dim, likelihood=likelihood), torch.rand(n, 1, 28, 28)
     return model, x, *model.encode(x)
 
 
 @pytest.mark.parametrize("likelihood", ["bce", "mse"])
 def test_beta_weights_only_the_kl(likelihood):
-    model, x, mu, logvar = encoded()
+    model, x, mu, logvar = encoded(likelihood=likelihood)
     torch.manual_seed(1)
-    plain = VAELoss(likelihood)(model, x, None, mu, logvar, Constant(0.0))
+    plain = VAELoss()(model, x, None, mu, logvar, Constant(0.0))
     assert plain["loss"] == plain["recon"]
     torch.manual_seed(1)  # the same noise
-    weighted = VAELoss(likelihood)(model, x, None, mu, logvar, Constant(8.0))
+    weighted = VAELoss()(model, x, None, mu, logvar, Constant(8.0))
     torch.testing.assert_close(weighted["loss"], plain["recon"] + 8.0 * plain["kl"])
 
 
@@ -67,10 +70,10 @@ def test_iwae_with_one_sample_is_exactly_the_elbo_for_the_same_noise():
     model, x, mu, logvar = encoded()
     torch.manual_seed(1)
     eps = torch.randn(1, *mu.shape)
-    recon = build_likelihood("bce").reconstruction(model.decode(mu + torch.exp(0.5 * logvar) * eps[0]), x).mean()
+    recon = LIKELIHOODS.build("bce").reconstruction(model.decode(mu + torch.exp(0.5 * logvar) * eps[0]), x).mean()
     elbo_loss = recon + StandardNormal(4).kl_per_dim(mu, logvar).sum(1).mean()
     torch.manual_seed(1)
-    iwae = VAELoss("bce", iwae_k=1)(model, x, None, mu, logvar, Constant(1.0))
+    iwae = VAELoss(iwae_k=1)(model, x, None, mu, logvar, Constant(1.0))
     assert torch.equal(iwae["loss"], elbo_loss) and torch.equal(iwae["recon"], recon)
 
 
@@ -79,9 +82,9 @@ def test_free_bits_hold_each_dimensions_kl_term_at_lambda_when_below_it():
     mu = torch.tensor([[0.0, 0.0, 3.0]]).repeat(len(x), 1).requires_grad_()  # KL per dim 0, 0, 4.5 nats
     logvar = torch.zeros(len(x), 3)
     torch.manual_seed(1)
-    plain = VAELoss("bce")(model, x, None, mu, logvar, Constant(1.0))
+    plain = VAELoss()(model, x, None, mu, logvar, Constant(1.0))
     torch.manual_seed(1)
-    floored = VAELoss("bce", free_bits=0.5)(model, x, None, mu, logvar, Constant(1.0))
+    floored = VAELoss(free_bits=0.5)(model, x, None, mu, logvar, Constant(1.0))
     assert plain["kl"].item() == floored["kl"].item() == pytest.approx(4.5)  # the reported KL is the true one
     torch.testing.assert_close(floored["loss"] - floored["recon"], torch.tensor(0.5 + 0.5 + 4.5))
     (gradient,) = torch.autograd.grad(floored["loss"] - floored["recon"], mu)
@@ -93,19 +96,19 @@ def test_bce_is_the_bernoulli_negative_log_likelihood_summed_over_pixels():
     logits, x = torch.randn(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
     p = torch.sigmoid(logits)
     expected = -(x * p.log() + (1 - x) * (1 - p).log()).sum((1, 2, 3))
-    torch.testing.assert_close(build_likelihood("bce").reconstruction(logits, x), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(LIKELIHOODS.build("bce").reconstruction(logits, x), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_mse_is_the_squared_error_of_the_probabilities_summed_over_pixels():
     logits, x = torch.zeros(2, 1, 28, 28), torch.ones(2, 1, 28, 28)  # sigmoid(0) = 0.5
-    torch.testing.assert_close(build_likelihood("mse").reconstruction(logits, x), torch.full((2,), 784 * 0.25))
+    torch.testing.assert_close(LIKELIHOODS.build("mse").reconstruction(logits, x), torch.full((2,), 784 * 0.25))
 
 
 @pytest.mark.parametrize("likelihood", ["bce", "mse"])
 def test_the_fast_iwae_log_probability_equals_the_plain_one(likelihood):
     torch.manual_seed(0)
     logits, x = torch.randn(3, 5, 784), torch.rand(3, 784)
-    owner = build_likelihood(likelihood)
+    owner = LIKELIHOODS.build(likelihood)
     plain = owner.log_prob(logits.flatten(0, 1), x.repeat_interleave(5, 0)).view(3, 5)
     torch.testing.assert_close(owner.flat_log_prob(logits, x), plain, rtol=1e-5, atol=1e-3)
     # and the base class's way, which a likelihood of one's own inherits
@@ -115,15 +118,23 @@ def test_the_fast_iwae_log_probability_equals_the_plain_one(likelihood):
 def test_losses_are_per_sample_batch_means():
     model, x, mu, _ = encoded(n=1)
     logvar = torch.full_like(mu, -40.0)  # σ ≈ 2e-9: every draw of z is mu, whatever the noise
-    one = VAELoss("bce")(model, x, None, mu, logvar, Constant(1.0))
-    many = VAELoss("bce")(model, x.repeat(16, 1, 1, 1), None, mu.repeat(16, 1), logvar.repeat(16, 1), Constant(1.0))
+    one = VAELoss()(model, x, None, mu, logvar, Constant(1.0))
+    many = VAELoss()(model, x.repeat(16, 1, 1, 1), None, mu.repeat(16, 1), logvar.repeat(16, 1), Constant(1.0))
     for term in one:
         torch.testing.assert_close(one[term], many[term])
 
 
 def test_unknown_likelihood_is_refused():
-    with pytest.raises(VaeLabError, match=r"likelihood.name=gaussian is not a registered likelihood \(registered: bce, mse\)"):
-        VAELoss("gaussian")
+    with pytest.raises(VaeLabError, match=r"^loss.likelihood.name=gaussian is not a registered likelihood \(registered: bce, mse\)"):
+        make_model(likelihood="gaussian")
+
+
+def test_the_model_owns_its_likelihood_and_the_loss_asks_it():
+    """One likelihood per run: the model's, built once; the loss's reconstruction term is its."""
+    model, x, mu, logvar = encoded(likelihood="mse")
+    assert type(model.likelihood).__name__ == "FixedGaussian" and model.likelihood in model.modules()
+    model.likelihood.reconstruction = lambda logits, images: torch.full((len(images),), 7.0)  # the one every caller asks
+    assert VAELoss()(model, x, None, mu, logvar, Constant(1.0))["recon"] == 7.0
 
 
 def test_the_mixture_prior_has_the_density_of_torchs_mixture_and_samples_from_it():
@@ -203,9 +214,9 @@ def gradients(model, x, loss, seed):
 def test_dreg_keeps_the_value_and_the_decoders_and_priors_gradient_of_the_standard_estimator():
     model, x, _, _ = encoded(n=3)
     model.prior = MixtureOfGaussians(z_dim=4, components=3)  # a learned prior gets the usual gradient too
-    standard = gradients(model, x, VAELoss("bce", iwae_k=7), seed=1)
+    standard = gradients(model, x, VAELoss(iwae_k=7), seed=1)
     prior_standard = model.prior.means.grad.clone()
-    dreg = gradients(model, x, VAELoss("bce", iwae_k=7, estimator="dreg"), seed=1)
+    dreg = gradients(model, x, VAELoss(iwae_k=7, estimator="dreg"), seed=1)
     assert torch.equal(standard[0], dreg[0])  # the same loss, bit for bit
     # the decoder's gradient, up to the float32 rounding of log w ≈ −550 nats (~5e-5) in the weights
     torch.testing.assert_close(dreg[2], standard[2], rtol=1e-4, atol=1e-4)
@@ -217,7 +228,7 @@ def test_dreg_gives_the_encoder_the_squared_weights_times_the_path_gradient():
     """Tucker et al. (2018): ∇φ = Σ_i w̃_i² ∂log w_i/∂z_i ∂z_i/∂φ, here computed step by step:
     ∂log w_i/∂z_i at a detached z with q's parameters fixed, then pushed through z = mu + σ·eps."""
     model, x, _, _ = encoded(n=3)
-    k, loss = 6, VAELoss("bce", iwae_k=6, estimator="dreg")
+    k, loss = 6, VAELoss(iwae_k=6, estimator="dreg")
     _, encoder, _ = gradients(model, x, loss, seed=2)
 
     mu, logvar = model.encode(x)
@@ -226,7 +237,7 @@ def test_dreg_gives_the_encoder_the_squared_weights_times_the_path_gradient():
     z = model.reparameterize(mu, logvar, eps)
     at = z.detach().requires_grad_()
     q = Normal(mu.detach(), torch.exp(0.5 * logvar.detach()))
-    log_w = (-loss.likelihood.reconstruction(model.decode(at.flatten(0, 1)), x.repeat(k, 1, 1, 1)).view(k, len(x))
+    log_w = (-model.likelihood.reconstruction(model.decode(at.flatten(0, 1)), x.repeat(k, 1, 1, 1)).view(k, len(x))
              + Normal(0.0, 1.0).log_prob(at).sum(-1) - q.log_prob(at).sum(-1))
     (path,) = torch.autograd.grad(log_w.sum(), at)  # ∂log w_i/∂z_i: each sample's own
     squared_weights = torch.softmax(log_w.detach(), 0).pow(2).unsqueeze(-1)
@@ -243,7 +254,7 @@ def test_dreg_lowers_the_variance_of_the_encoders_gradient_at_k_50(data_root):
     model = make_model(z_dim=8, hidden=[32])
     variance = {}
     for estimator in ("standard", "dreg"):
-        loss = VAELoss("bce", iwae_k=50, estimator=estimator)
+        loss = VAELoss(iwae_k=50, estimator=estimator)
         draws = torch.stack([gradients(model, x, loss, seed)[1] for seed in range(30)])  # the same 30 seeds
         variance[estimator] = draws.var(0).sum().item()
     assert variance["dreg"] * 5 < variance["standard"], variance  # measured: about 20x lower
@@ -257,7 +268,7 @@ def test_dreg_lowers_the_variance_of_the_encoders_gradient_at_k_50(data_root):
 ])
 def test_dreg_without_the_plain_bound_is_refused(settings, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
-        VAELoss("bce", **settings)
+        VAELoss(**settings)
 
 
 @pytest.fixture
@@ -323,12 +334,11 @@ def test_mi_tc_and_dimension_wise_kl_add_up_to_the_one_draw_kl_estimate():
 
 def test_btcvae_with_unit_weights_is_the_elbo_but_for_the_kl_estimate(tiny_data):
     model, x, mu, logvar = encoded()
-    loss = BTCVAELoss("bce")
-    loss.setup(model, Constant(1.0), tiny_data)
+    loss = BTCVAELoss(model=model, kl_schedule=Constant(1.0), train_size=len(tiny_data.train_set))
     torch.manual_seed(1)
     btcvae = loss(model, x, None, mu, logvar, Constant(1.0))
     torch.manual_seed(1)  # the same noise
-    plain = VAELoss("bce")(model, x, None, mu, logvar, Constant(1.0))
+    plain = VAELoss()(model, x, None, mu, logvar, Constant(1.0))
     assert torch.equal(btcvae["recon"], plain["recon"]) and torch.equal(btcvae["kl"], plain["kl"])
     # the rest of the loss is the KL estimated from the draws: over many, the closed form
     with torch.no_grad():
@@ -338,17 +348,17 @@ def test_btcvae_with_unit_weights_is_the_elbo_but_for_the_kl_estimate(tiny_data)
 
 
 def test_btcvae_weights_enter_as_configured_and_n_comes_from_the_data(tmp_path, tiny_data):
-    cfg = make_config(tmp_path, "loss=btcvae", "loss.alpha=2", "loss.gamma=0.5", "beta=5")
-    loss, schedule = build(cfg.loss, "loss"), build(cfg.kl_schedule, "kl_schedule")
+    config = OmegaConf.to_container(make_config(tmp_path, "loss=btcvae", "loss.alpha=2", "loss.gamma=0.5", "beta=5"),
+                                    resolve=True)
     model, x, mu, logvar = encoded()
-    loss.setup(model, schedule, tiny_data)
+    schedule = KL_SCHEDULES.build(config["kl_schedule"])
+    loss = build_loss(config["loss"], model, schedule, len(tiny_data.train_set))
     assert loss.dataset_size == len(tiny_data.train_set)
     torch.manual_seed(1)
     weighted = loss(model, x, None, mu, logvar, schedule)
     torch.testing.assert_close(weighted["loss"], weighted["recon"] + 2 * weighted["mi"] + 5 * weighted["tc"]
                                + 0.5 * weighted["dim_kl"])
-    unit = BTCVAELoss("bce")
-    unit.setup(model, Constant(1.0), tiny_data)
+    unit = BTCVAELoss(model=model, kl_schedule=Constant(1.0), train_size=len(tiny_data.train_set))
     torch.manual_seed(1)
     for term, value in unit(model, x, None, mu, logvar, Constant(1.0)).items():
         if term != "loss":  # the weights change the loss, not its terms
@@ -363,10 +373,10 @@ def test_btcvae_weights_enter_as_configured_and_n_comes_from_the_data(tmp_path, 
     ("kl_schedule=capacity", "kl_schedule=capacity aims the whole KL at a capacity"),
 ], ids=["iwae_k", "free_bits", "mog", "capacity"])
 def test_btcvae_refuses_what_makes_no_sense_in_one_line(tmp_path, tiny_data, refused, expected):
-    cfg = make_config(tmp_path, "loss=btcvae", refused)
+    config = OmegaConf.to_container(make_config(tmp_path, "loss=btcvae", refused), resolve=True)
     model = make_model()
     if refused == "prior=mog":
         model.prior = MixtureOfGaussians(model.z_dim)
     with pytest.raises(VaeLabError) as error:
-        build(cfg.loss, "loss").setup(model, build(cfg.kl_schedule, "kl_schedule"), tiny_data)
+        build_loss(config["loss"], model, KL_SCHEDULES.build(config["kl_schedule"]), len(tiny_data.train_set))
     assert str(error.value).startswith(expected) and "\n" not in str(error.value)

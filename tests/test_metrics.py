@@ -1,4 +1,4 @@
-"""The numbers of vae_lab.metrics are trustworthy: the importance-sampled likelihood converges to
+"""The numbers of vae_lab.evaluation.metrics are trustworthy: the importance-sampled likelihood converges to
 log p(x) computed exactly, tightens the ELBO on a trained model, and the evaluation command writes
 them into the run folder."""
 import json
@@ -15,13 +15,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import DATA_ROOT, REPO, TINY_RUN, make_model, run_train
 from torchvision.transforms.functional import gaussian_blur
 
-from vae_lab.checkpoint import load_model
-from vae_lab.classifier import accuracy
+from vae_lab.runs import load_model
+from vae_lab.evaluation.classifier import accuracy
 from vae_lab.data import load_mnist
 from vae_lab.evaluate import main as evaluate_main
-from vae_lab.likelihoods import build_likelihood
+from vae_lab.registry import LIKELIHOODS
 from vae_lab.priors import StandardNormal
-from vae_lab.metrics import active_units, elbo_terms, frechet_distance, iwae_bound, sample_quality
+from vae_lab.evaluation.metrics import active_units, elbo_terms, frechet_distance, iwae_bound, sample_quality
 
 
 def exact_log_px(model, x, likelihood):
@@ -107,7 +107,7 @@ class Replay(torch.nn.Module):
     def __init__(self, images: torch.Tensor, num_classes: int):
         super().__init__()
         self.images, self.num_classes = images, num_classes
-        self.prior, self.likelihood = StandardNormal(self.z_dim), build_likelihood("bce")
+        self.prior, self.likelihood = StandardNormal(self.z_dim), LIKELIHOODS.build("bce")
         self.image_shape = tuple(images.shape[1:])
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # metrics find the device through the parameters
 

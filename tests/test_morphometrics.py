@@ -10,7 +10,7 @@ from scipy import ndimage
 from conftest import DATA_ROOT
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
-from vae_lab.morphometrics import (MORPHOMETRICS, binarized, load_morphometrics, main, measure, morphometrics_for,
+from vae_lab.evaluation.morphometrics import (MORPHOMETRICS, binarized, load_morphometrics, main, measure_digits as measure, morphometrics_for,
                                    save_morphometrics, upsampled)
 
 

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_train, scalars
-from vae_lab.checkpoint import load_model
+from vae_lab.runs import load_model
 from vae_lab.data import load_mnist
 from vae_lab.training import train
 

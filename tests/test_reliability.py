@@ -13,11 +13,12 @@ import torch
 
 import vae_lab
 from conftest import DATA_ROOT, REPO, SHORT_RUN, TINY_RUN, make_config, run_sweep, run_train, scalars
-from vae_lab.checkpoint import AtomicCheckpointIO, load_checkpoint
+from vae_lab.runs import load_checkpoint
+from vae_lab.training.callbacks import AtomicCheckpointIO
 from vae_lab.errors import VaeLabError
 from vae_lab.evaluate import main as evaluate_main
 from vae_lab.generate import main as generate_main
-from vae_lab.module import LitVAE
+from vae_lab.training.module import LitVAE
 from vae_lab.registry import MODELS
 from vae_lab.training import train
 
@@ -371,20 +372,37 @@ def test_evaluate_never_replaces_a_metrics_file_unless_told_to(dense_checkpoint,
 
 
 SUBNORMALS = "x = torch.full((2 ** 24,), 1e-39)"  # a parallel fill: 16M subnormal floats
-LEFT = "print(int(((x * 1.0) != 0).sum()))"  # how many a parallel product kept
+LEFT = "print('left', int(((x * 1.0) != 0).sum()))"  # how many a parallel product kept
+TRAINING_FLUSHES = f"""import sys, torch
+from lightning.pytorch.callbacks import Callback
+from conftest import TINY_RUN, make_config
+from vae_lab.cli import exit_on_error
+from vae_lab.training import train
+
+class Check(Callback):
+    def on_train_start(self, *args):
+        {SUBNORMALS}; {LEFT}
+
+if sys.argv[2] == "train":  # what python train.py runs, in a process that has not started torch's threads
+    train(make_config(sys.argv[1], "epochs=1", *TINY_RUN, "trainer.limit_train_batches=1"), [Check()])
+else:  # what python -m vae_lab.generate|evaluate|classifier|morphometrics runs
+    exit_on_error(lambda: Check().on_train_start())
+"""
 
 
-def test_every_intra_op_thread_flushes_subnormals_in_the_command_lines_and_in_this_process():
+def test_every_intra_op_thread_flushes_subnormals_in_the_command_lines_and_in_this_process(tmp_path):
     # A thread pool started before torch.set_flush_denormal keeps computing with subnormals in its
     # worker threads: a share of every large result would then depend on which thread computed it.
     # Two threads even where the tests run one per worker (conftest.py), or there would be no other thread to check.
-    two_threads = {**os.environ, "OMP_NUM_THREADS": "2"}
+    two_threads = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
     started_first = subprocess.run([sys.executable, "-c", f"import torch; {SUBNORMALS}; torch.set_flush_denormal(True); {LEFT}"],
                                    capture_output=True, text=True, env=two_threads)
-    assert int(started_first.stdout) > 0  # the fault this guards against is real on this machine
-    as_train_py = subprocess.run([sys.executable, "-c", f"import vae_lab.training, torch; {SUBNORMALS}; {LEFT}"], cwd=REPO,
-                                 capture_output=True, text=True, env=two_threads)
-    assert as_train_py.stdout.strip() == "0", as_train_py.stderr[-2000:]
+    assert int(started_first.stdout.split()[-1]) > 0  # the fault this guards against is real on this machine
+    for command in ("train", "tool"):
+        result = subprocess.run([sys.executable, "-c", TRAINING_FLUSHES, str(tmp_path / command), command], cwd=REPO / "tests",
+                                capture_output=True, text=True, env=two_threads)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [line for line in result.stdout.splitlines() if line.startswith("left")] == ["left 0"], result.stdout
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -392,7 +410,6 @@ def test_every_intra_op_thread_flushes_subnormals_in_the_command_lines_and_in_th
         assert int(((x * 1.0) != 0).sum()) == 0  # the test process, where trainings run in-process too
     finally:
         torch.set_num_threads(threads)
-
 
 
 TORCH_CPU = f"{torch.__path__[0]}/lib/libtorch_cpu.so"  # on Linux, MKL is linked into it

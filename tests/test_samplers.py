@@ -1,17 +1,17 @@
-"""Samplers fitted to where the training images sit in latent space (vae_lab.samplers), on real
+"""Samplers fitted to where the training images sit in latent space (vae_lab.evaluation.samplers), on real
 encodings of short trained runs; see docs/metrics.md."""
 import numpy as np
 import pytest
 import torch
 
 from conftest import TINY_RUN, run_train
-from vae_lab.checkpoint import load_model
+from vae_lab.runs import load_model
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
 from vae_lab.generate import main as generate_main
-from vae_lab.inference import posterior
-from vae_lab.metrics import sample_quality
-from vae_lab.samplers import FromPrior, GaussianMixture, SecondStage, build_sampler, fitted_sampler, sampler_file
+from vae_lab.evaluation.inference import posterior
+from vae_lab.evaluation.metrics import sample_quality
+from vae_lab.evaluation.samplers import FromPrior, GaussianMixture, SecondStage, build_sampler, fitted_sampler, sampler_file
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_a_cvae_sampler_fitted_per_class_draws_what_was_asked_more_often_than_th
     ({"name": "prior", "temperature": -1}, "sampler.temperature=-1 must be a number > 0"),
     ({"name": "gmm", "components": 0}, "sampler.components=0 must be an integer >= 1"),
     ({"name": "gmm", "components": "many"}, "sampler.components=many must be an integer >= 1"),
-    ({"name": "gmm", "temperature": 1.0}, "sampler.temperature: sampler gmm has no such setting (its settings: components)"),
+    ({"name": "gmm", "temperature": 1.0}, "sampler.temperature: sampler gmm has no such setting (its settings: components); if a preset set it for another choice of sampler, drop it with ~sampler.temperature"),
 ])
 def test_bad_sampler_settings_are_one_line(config, message):
     with pytest.raises(VaeLabError) as error:

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import TINY_RUN, make_config, scalars
-from vae_lab.checkpoint import load_model
+from vae_lab.runs import load_model
 from vae_lab.data import load_mnist
 from vae_lab.errors import VaeLabError
-from vae_lab.losses import VAELoss
-from vae_lab.schedules import Constant, CosineLR
+from vae_lab.training.losses import VAELoss
+from vae_lab.training.schedules import Constant, CosineLR
 from vae_lab.training import train
 
 STEPS = 5  # per epoch, in TINY_RUN
@@ -63,7 +63,7 @@ def test_free_bits_keep_every_dimensions_kl_term_at_lambda_or_above(tmp_path, da
 def test_iwae_loss_is_below_the_elbo_loss_in_expectation(short_runs, data_root):
     model, _, _ = load_model(short_runs("dense-bce"))
     x = load_mnist(data_root, train=False, download=False).tensors[0][:500]
-    elbo, iwae = VAELoss("bce", iwae_k=1), VAELoss("bce", iwae_k=8)
+    elbo, iwae = VAELoss(iwae_k=1), VAELoss(iwae_k=8)
     torch.manual_seed(0)
     with torch.no_grad():
         mu, logvar = model.encode(x)

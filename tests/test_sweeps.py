@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import REPO, TINY_RUN, make_config, run_sweep, scalars, table_rows
 from vae_lab import report
-from vae_lab.figures import FigureLogger
+from vae_lab.training.callbacks import FigureLogger
 from vae_lab.training import train
 from vae_lab.config import CONF
 

@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 
-from vae_lab import figures
-from vae_lab.checkpoint import find_checkpoint, load_model, result_path, run_folder
-from vae_lab.config import CONF
+from vae_lab.cli import start_process
+from vae_lab.config import CONF, check_config
 from vae_lab.errors import VaeLabError
+from vae_lab.evaluation import figures
 from vae_lab.registry import load_plugins
-from vae_lab.summary import SUMMARY_FILE
+from vae_lab.runs import SUMMARY_FILE, find_checkpoint, load_model, result_path, run_folder
 
 
 def compose_config(*overrides: str, **settings):
@@ -50,6 +50,7 @@ def train_run(*overrides: str, **settings) -> "Run":
     from vae_lab.training import train
 
     cfg = compose_config(*overrides, **settings)
+    check_config(cfg)
     train(cfg)
     return Run(cfg.output_dir)
 
@@ -59,6 +60,7 @@ def load_run(path: str | Path, checkpoint: str = "last", plugins: list[str] | tu
     anywhere else); ``checkpoint`` is ``last`` or ``best`` (the lowest val/loss) for the model of a
     folder. ``plugins``: the modules that registered the run's own components, as when it trained
     (``plugins=["my_lab.models"]``)."""
+    start_process()
     load_plugins(plugins)
     path = Path(path).expanduser()
     if path.is_file():
@@ -114,17 +116,17 @@ class Run:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _test_images(self):
-        from vae_lab.evaluate import load_test_images
+        from vae_lab.data.splits import test_images
 
-        return load_test_images(self.config)[0].tensors
+        return test_images(self.config)[0].tensors
 
     def samples(self, n: int = 64, sampler: str | dict = "prior", label: int | None = None, seed: int = 0) -> Image.Image:
         """n decoded samples (a conditional model: of class ``label``, or each class in turn), their
         latents drawn by ``sampler`` (``"gmm"``, ``{"name": "gmm", "components": 20}``, …)."""
-        from vae_lab.evaluate import training_images
+        from vae_lab.data.splits import training_images
+        from vae_lab.evaluation.inference import decode_images
+        from vae_lab.evaluation.samplers import build_sampler, fitted_sampler
         from vae_lab.generate import check_label
-        from vae_lab.inference import decode_images
-        from vae_lab.samplers import build_sampler, fitted_sampler
 
         model = self.model
         check_label(model, label)
@@ -150,7 +152,7 @@ class Run:
 
     def traversal(self) -> Image.Image:
         """One row per latent dimension, most informative first, swept over the prior's quantiles."""
-        from vae_lab.inference import dimension_information, posterior
+        from vae_lab.evaluation.inference import dimension_information, posterior
 
         images, labels = self._test_images()
         mu, logvar = posterior(self.model, images[:2000], labels[:2000])

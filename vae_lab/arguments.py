@@ -1,4 +1,5 @@
-"""Config values checked against the type annotations of what they are passed to, so that a
+"""Config values checked against the type annotations of what they are passed to (``check_settings``,
+the one validator of every component, the Trainer and the logger), so that a
 string where a number belongs stops with one line naming the key, not with a traceback from deep
 inside the library that received it.
 
@@ -12,8 +13,9 @@ import dataclasses
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+from vae_lab.errors import VaeLabError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Above:
 
 
 PositiveInt = typing.Annotated[int, AtLeast(1)]
+NonNegativeInt = typing.Annotated[int, AtLeast(0)]
 NonNegative = typing.Annotated[float, AtLeast(0)]
 PositiveFloat = typing.Annotated[float, Above(0)]
 
@@ -101,22 +104,39 @@ def describe(hint) -> str:
     return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
-def check_arguments(target: Callable, arguments: Mapping, where: str) -> str | None:
-    """The first problem with arguments for target (a key it does not take, or "<where>.<key>=<value>
-    must be ..."), or None."""
+def annotations(target: Callable) -> tuple[dict, bool]:
+    """(keyword argument -> annotation, whether it also takes **kwargs) of a class's ``__init__``
+    or of a function; an annotation that cannot be resolved is left as written (not judged)."""
     function = target.__init__ if isinstance(target, type) else target
+    parameters = inspect.signature(target).parameters
     try:
         hints = typing.get_type_hints(function, include_extras=True)
-        parameters = inspect.signature(function).parameters
-    except (NameError, TypeError, ValueError):  # annotations that cannot be resolved: nothing to judge
-        return None
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    for key, value in arguments.items():
-        if key not in parameters and not takes_any:  # e.g. a preset's setting for another choice of the group
-            settings = [k for k, p in parameters.items() if k != "self" and p.kind is not p.VAR_POSITIONAL]
-            listed = f" (its settings: {', '.join(settings)})" if len(settings) <= 8 else ""
-            return (f"{where}.{key}: {target.__name__} has no such setting{listed}; if a preset set it "
-                    f"for another choice of {where}, drop it with ~{where}.{key}")
-        if key in parameters and key in hints and fits(value, hints[key]) is False:
-            return f"{where}.{key}={value} must be {describe(hints[key])}"
-    return None
+    except (NameError, TypeError):  # annotations that cannot be resolved: nothing to judge
+        hints = {}
+    named = {key: hints.get(key, p.annotation) for key, p in parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def check_settings(target: Callable, settings: Mapping, key: str, owner: str, context: Iterable[str] = ()) -> None:
+    """The one check of the settings a config gives to what vae_lab builds (a registered component,
+    the Trainer, the logger): VaeLabError at the first setting ``target`` does not take, or whose
+    value does not fit its annotation, in one style for all of them:
+
+        <key>.<setting>: <owner> has no such setting (its settings: ...); ... drop it with ~<key>.<setting>
+        <key>.<setting>=<value> must be <what the annotation admits>
+        <key>.<setting>=<value>: <setting> comes from the run (the data, the model), it is not a setting
+
+    ``context``: the arguments vae_lab passes itself, never taken from a config."""
+    parameters, takes_any = annotations(target)
+    context = set(context)
+    for name, value in settings.items():
+        if name in context:
+            raise VaeLabError(f"{key}.{name}={value}: {name} comes from the run (the data, the model), it is not a setting")
+        if name not in parameters and not takes_any:  # e.g. a preset's setting for another choice of the group
+            known = [k for k in parameters if k not in context and k != "self"]
+            listed = f" (its settings: {', '.join(known)})" if len(known) <= 8 else ""
+            raise VaeLabError(f"{key}.{name}: {owner} has no such setting{listed}; if a preset set it for "
+                              f"another choice of {key}, drop it with ~{key}.{name}")
+        if name in parameters and fits(value, parameters[name]) is False:
+            raise VaeLabError(f"{key}.{name}={value} must be {describe(parameters[name])}")

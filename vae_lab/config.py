@@ -1,4 +1,6 @@
-"""Checks on a composed config that need nothing heavier than OmegaConf, so bad input fails fast."""
+"""A composed config's top-level keys checked with nothing heavier than OmegaConf, so that bad input
+fails fast (each component checks its own settings when it is built); and the configs of runs from
+before the configs chose every component by name, read as the same runs by name (``upgraded``)."""
 import os
 from pathlib import Path
 
@@ -10,7 +12,6 @@ CONF = Path(__file__).resolve().parent / "conf"  # the configs, shipped inside t
 
 # What a run writes into its folder; a folder holding any of these belongs to another run.
 RUN_FILES = ("config.yaml", "checkpoints")
-BINARIZE = ("none", "dynamic", "static")  # the values of data.binarize (vae_lab.data.ImageDataModule)
 # Nested keys that follow a top-level one: the top-level key is the one setting, shown in the run
 # folder's name, the HPARAMS table and the report, so the copy may not be set on its own.
 ALIASES = {
@@ -20,14 +21,48 @@ ALIASES = {
     "optimizer.lr": "lr",
     "data.batch_size": "batch_size",
     "data.seed": "seed",
-    "logger.save_dir": "output_dir",
 }
+# Runs trained before vae_lab chose every component by name stored Hydra's ``_target_`` for some;
+# these (and only these) are read as the registered names they meant. Any other ``_target_`` stays,
+# and the registry refuses it as naming code.
+LEGACY_TARGETS = {
+    "loss": {"vae_lab.losses.VAELoss": "elbo", "vae_lab.losses.BTCVAELoss": "btcvae"},
+    "kl_schedule": {"vae_lab.schedules.Constant": "constant", "vae_lab.schedules.LinearWarmup": "linear_warmup",
+                    "vae_lab.schedules.Cyclical": "cyclical", "vae_lab.schedules.Capacity": "capacity"},
+    "lr_schedule": {"vae_lab.schedules.FixedLR": "constant", "vae_lab.schedules.CosineLR": "cosine"},
+    "optimizer": {"torch.optim.Adam": "adam", "torch.optim.AdamW": "adamw", "torch.optim.SGD": "sgd"},
+}
+# nodes whose _target_ was the one thing vae_lab builds there: the key says what it is
+LEGACY_FIXED = {"data": "vae_lab.data.ImageDataModule", "trainer": "lightning.Trainer",
+                "logger": "lightning.pytorch.loggers.TensorBoardLogger"}
+LEGACY_CALLBACKS = {"checkpoints": "vae_lab.checkpoint.RunCheckpoints", "finite_guard": "vae_lab.guards.FiniteGuard",
+                    "figures": "vae_lab.figures.FigureLogger", "progress_bar": "vae_lab.progress.TrainingBar",
+                    "summary": "vae_lab.summary.RunSummary", "evaluate": "vae_lab.evaluate.EvaluateAtEnd"}
+LOGGER_SET_BY_VAE_LAB = ("save_dir", "name", "version")  # the run folder, with no subfolders
 
 
-def check_choice(key: str, value, choices) -> None:
-    """Raise VaeLabError unless value is one of choices."""
-    if value not in choices:
-        raise VaeLabError(f"{key}={value} must be one of {', '.join(choices)}")
+def upgraded(config: dict) -> dict:
+    """A run config (plain values) with the ``_target_`` of ``LEGACY_TARGETS``, ``LEGACY_FIXED`` and
+    ``LEGACY_CALLBACKS`` replaced by what chooses the same component today; a copy, the rest as it was."""
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()}
+    for group, names in LEGACY_TARGETS.items():
+        node = config.get(group)
+        if isinstance(node, dict) and node.get("_target_") in names:
+            node["name"] = names[node.pop("_target_")]
+            node.pop("_partial_", None)
+    for group, target in LEGACY_FIXED.items():
+        node = config.get(group)
+        if isinstance(node, dict) and node.get("_target_") == target:
+            del node["_target_"]
+            if group == "logger":
+                for key in LOGGER_SET_BY_VAE_LAB:
+                    node.pop(key, None)
+    callbacks = config.get("callbacks")
+    if isinstance(callbacks, dict):
+        for name, node in callbacks.items():
+            if isinstance(node, dict) and node.get("_target_") == LEGACY_CALLBACKS.get(name):
+                callbacks[name] = {key: value for key, value in node.items() if key != "_target_"}
+    return config
 
 
 def process_rank() -> int:
@@ -52,7 +87,8 @@ def check_aliases(cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise VaeLabError naming the first invalid value, before anything is built."""
+    """Raise VaeLabError naming the first invalid top-level value, before anything is built (the
+    command line and ``vae_lab.train_run`` call it before they import torch and Lightning)."""
     if missing := sorted(OmegaConf.missing_keys(cfg)):
         raise VaeLabError(f"{missing[0]} has no value: give it on the command line, {missing[0]}=...")
     check_aliases(cfg)
@@ -68,15 +104,9 @@ def check_config(cfg: DictConfig) -> None:
         ("lr", isinstance(cfg.lr, (int, float)) and cfg.lr > 0, "must be a number > 0"),
         ("seed", isinstance(cfg.seed, int) and cfg.seed >= 0, "must be an integer >= 0"),
     ]
-    steps = cfg.trainer.get("steps_per_execution", 1)
-    rules.append(("trainer.steps_per_execution", positive_int(steps), "must be an integer >= 1"))
     for key, ok, requirement in rules:
         if not ok:
             raise VaeLabError(f"{key}={OmegaConf.select(cfg, key)} {requirement} (e.g. python train.py {key}=...)")
-    if cfg.trainer.get("limit_val_batches") in (0, 0.0):
-        raise VaeLabError("trainer.limit_val_batches=0: every epoch is validated (val/loss picks the best "
-                          "checkpoint); give a number of batches or a fraction > 0")
-    check_choice("data.binarize", cfg.data.get("binarize", "none"), BINARIZE)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     taken = [name for name in RUN_FILES if (Path(cfg.output_dir) / name).exists()]

@@ -7,7 +7,7 @@ Writes into ``out`` (default ``<run folder>/generated``; for a .ckpt outside a r
 folder, ``<file stem>-generated`` beside it):
   samples.png, samples.npy  n samples, array (n, H, W) (grey) or (n, H, W, 3) (colour) float32 in
                             [0, 1], their latents drawn by ``sampler`` (prior, gmm or vae2:
-                            vae_lab.samplers; a fitted one is fitted once and kept beside the
+                            vae_lab.evaluation.samplers; a fitted one is fitted once and kept beside the
                             checkpoint), (cvae: of class ``label``, or classes in turn plus labels.npy)
   digits.png                cvae: one row per class (the prior: the same 10 z in every row; a fitted
                             sampler: 10 draws for that class)
@@ -26,14 +26,14 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
-from vae_lab import figures
-from vae_lab.checkpoint import load_model, result_path
 from vae_lab.cli import exit_on_error, parse_options
-from vae_lab.evaluate import load_test_images, training_images
+from vae_lab.data.splits import test_images, training_images
 from vae_lab.errors import VaeLabError
-from vae_lab.inference import decode_images
+from vae_lab.evaluation import figures
+from vae_lab.evaluation.inference import decode_images
+from vae_lab.evaluation.samplers import build_sampler, fitted_sampler
 from vae_lab.registry import load_plugins
-from vae_lab.samplers import build_sampler, fitted_sampler
+from vae_lab.runs import load_model, result_path
 
 DEFAULTS = {"run": None, "n": 64, "label": None, "between": [0, 1], "seed": 0, "checkpoint": "last",
             "sampler": {"name": "prior"}, "out": None, "data_root": None, "plugins": []}
@@ -54,10 +54,10 @@ def generate(options) -> Path:
     sampler = build_sampler(OmegaConf.to_container(options.sampler))
     model, config, checkpoint = load_model(options.run, options.checkpoint)
     check_label(model, options.label)
-    test_images, test_labels = load_test_images(config, options.data_root)[0].tensors
+    test_digits, test_labels = test_images(config, options.data_root)[0].tensors
     between = list(options.between)
-    if len(between) != 2 or not all(isinstance(i, int) and 0 <= i < len(test_images) for i in between):
-        raise VaeLabError(f"between={between} must be two test-set indices in 0-{len(test_images) - 1}")
+    if len(between) != 2 or not all(isinstance(i, int) and 0 <= i < len(test_digits) for i in between):
+        raise VaeLabError(f"between={between} must be two test-set indices in 0-{len(test_digits) - 1}")
 
     out = Path(options.out) if options.out else result_path(checkpoint, "generated")
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def generate(options) -> Path:
     save_image(figures.grid(images, nrow=int(options.n ** 0.5)), out / "samples.png")
     if model.z_dim == 2 and (not model.num_classes or options.label is not None):
         save_image(figures.manifold(model, label=options.label), out / "manifold.png")
-    save_image(figures.interpolation(model, test_images[between], test_labels[between], label=options.label),
+    save_image(figures.interpolation(model, test_digits[between], test_labels[between], label=options.label),
                out / "interpolation.png")
     return out
 

@@ -20,90 +20,75 @@ component read back without the plugin stops with one line saying which plugin t
 """
 import importlib
 import importlib.metadata
-import inspect
 import os
 import sys
-import typing
 from collections.abc import Iterable, Mapping
 
-from vae_lab.arguments import describe, fits
+from vae_lab.arguments import annotations, check_settings
 from vae_lab.errors import VaeLabError
 
 ENTRY_POINTS = "vae_lab.plugins"  # the entry-point group of installed plugin packages
 
 
 class Registry:
-    """Names -> component classes of one kind (``kind`` is the config key that chooses one).
-    vae_lab's own components are registered when ``builtins`` (a module) is first imported."""
+    """Names -> components of one kind (classes, or for the optimizers torch's own classes);
+    ``key`` is the config key that chooses one, ``kind`` the noun the messages use. vae_lab's own
+    components are registered when ``builtins`` (a module) is first imported."""
 
-    def __init__(self, kind: str, builtins: str):
-        self.kind, self.builtins = kind, builtins
+    def __init__(self, key: str, builtins: str, kind: str | None = None):
+        self.key, self.builtins, self.kind = key, builtins, kind or key
         self.entries: dict[str, type] = {}
 
-    def register(self, name: str):
-        """Class decorator: the class becomes ``<kind>=<name>``. A name is registered once."""
+    def register(self, name: str, component: type | None = None):
+        """Class decorator: the class becomes ``<key>=<name>``; ``register(name, cls)`` registers a
+        class defined elsewhere. A name is registered once."""
         def add(cls: type) -> type:
             if name in self.entries and self.entries[name] is not cls:
                 raise ValueError(f"{self.kind} {name} is registered already (by {self.entries[name].__module__})")
             self.entries[name] = cls
             return cls
-        return add
+        return add if component is None else add(component)
 
     def names(self) -> list[str]:
         importlib.import_module(self.builtins)
         return list(self.entries)
 
-    def get(self, name, plugins: Iterable[str] = ()) -> type:
+    def get(self, name, plugins: Iterable[str] = (), chosen_by: str | None = None) -> type:
         """The class registered as ``name``; VaeLabError naming what is registered otherwise
-        (and, for a name read from a run, the ``plugins`` that run was trained with)."""
+        (and, for a name read from a run, the ``plugins`` that run was trained with).
+        ``chosen_by``: what chose the name, for the message (default ``<key>.name=<name>``)."""
         names = self.names()
         if isinstance(name, str) and name in self.entries:
             return self.entries[name]
         hint = (f"; it was trained with plugins=[{','.join(plugins)}]: give the same plugins=[...] to read it"
                 if plugins else "; a component of your own is loaded with plugins=[your.module]")
-        raise VaeLabError(f"{self.kind}.name={name} is not a registered {self.kind} (registered: {', '.join(names)}){hint}")
+        chosen_by = chosen_by or f"{self.key}.name={name}"
+        raise VaeLabError(f"{chosen_by} is not a registered {self.kind} (registered: {', '.join(names)}){hint}")
 
-    def settings(self, name: str, context: Iterable[str] = ()) -> dict[str, inspect.Parameter]:
-        """The settings of ``name`` (its keyword arguments less the context ones)."""
-        return {key: p for key, p in signature(self.get(name)).items() if key not in context}
+    def settings(self, name: str, context: Iterable[str] = ()) -> dict:
+        """The settings of ``name``: its keyword arguments (-> annotation) less the context ones."""
+        return {key: hint for key, hint in annotations(self.get(name))[0].items() if key not in context}
 
-    def build(self, config: Mapping | str, plugins: Iterable[str] = (), **context):
+    def build(self, config: Mapping | str, plugins: Iterable[str] = (), key: str | None = None, **context):
         """``{"name": registered name, setting: value, ...}`` (or just the name) -> the component,
-        each setting checked against its annotation; ``context`` values go to the arguments of that
-        name. VaeLabError naming the first bad key as ``<kind>.<key>``."""
+        each setting checked by ``vae_lab.arguments.check_settings``; ``context`` values go to the
+        arguments of those names that the component takes. ``key``: where the config stands, for
+        messages (default: the registry's key). VaeLabError naming the first bad key."""
+        key = key or self.key
         arguments = {"name": config} if isinstance(config, str) else dict(config)
         name = arguments.pop("name", None)
-        for key, value in arguments.items():
-            if str(key).startswith("_"):  # _target_, _args_, _partial_: how Hydra would name code
-                raise VaeLabError(f"{self.kind}.{key}={value} names code; a {self.kind} is chosen by "
-                                  f"{self.kind}.name, one of {', '.join(self.names())}")
-        cls = self.get(name, plugins)
-        parameters = signature(cls)
-        for key, value in arguments.items():
-            if key in context:
-                raise VaeLabError(f"{self.kind}.{key}={value}: {key} comes from the run (the data, the model), "
-                                  "it is not a setting")
-            if key not in parameters:
-                known = ", ".join(k for k in parameters if k not in context)
-                raise VaeLabError(f"{self.kind}.{key}: {self.kind} {name} has no such setting (its settings: {known})")
-            if fits(value, parameters[key]) is False:
-                raise VaeLabError(f"{self.kind}.{key}={value} must be {describe(parameters[key])}")
-        given = {key: value for key, value in context.items() if key in parameters}
+        for setting, value in arguments.items():
+            if str(setting).startswith("_"):  # _target_, _args_, _partial_: how Hydra would name code
+                raise VaeLabError(f"{key}.{setting}={value} names code; a {self.kind} is chosen by "
+                                  f"{key}.name, one of {', '.join(self.names())}")
+        cls = self.get(name, plugins, f"{key}.name={name}")
+        check_settings(cls, arguments, key, f"{self.kind} {name}", context)
+        taken = annotations(cls)[0]
+        given = {setting: value for setting, value in context.items() if setting in taken}
         try:
-            return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in arguments.items()}, **given)
-        except ValueError as error:  # a component's own check of its settings together, or against the data
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in arguments.items()}, **given)
+        except (ValueError, TypeError) as error:  # the component's own check of its settings together, or against the data
             raise VaeLabError(f"{self.kind} {name}: {' '.join(str(error).split())}") from None
-
-
-def signature(cls: type) -> dict:
-    """Keyword argument -> annotation (``inspect.Parameter.empty`` when there is none) of a class."""
-    parameters = inspect.signature(cls).parameters
-    try:
-        hints = typing.get_type_hints(cls.__init__, include_extras=True)
-    except (NameError, TypeError):  # annotations that cannot be resolved: nothing to judge
-        hints = {}
-    return {key: hints.get(key, p.annotation) for key, p in parameters.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def name_of(config: Mapping | str) -> str:
@@ -137,8 +122,16 @@ def load_plugins(modules: Iterable[str] = ()) -> list[str]:
     return modules
 
 
+# the components of a model, and the data
 MODELS = Registry("model", "vae_lab.models")
 PRIORS = Registry("prior", "vae_lab.priors")
 LIKELIHOODS = Registry("likelihood", "vae_lab.likelihoods")
-SAMPLERS = Registry("sampler", "vae_lab.samplers")
 DATASETS = Registry("data", "vae_lab.data")
+# how it trains
+LOSSES = Registry("loss", "vae_lab.training.losses")
+KL_SCHEDULES = Registry("kl_schedule", "vae_lab.training.schedules", kind="KL schedule")
+LR_SCHEDULES = Registry("lr_schedule", "vae_lab.training.schedules", kind="learning-rate schedule")
+OPTIMIZERS = Registry("optimizer", "vae_lab.training.optimizers")
+CALLBACKS = Registry("callbacks", "vae_lab.training.callbacks", kind="callback")
+# how its samples' latents are drawn
+SAMPLERS = Registry("sampler", "vae_lab.evaluation.samplers")

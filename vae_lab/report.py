@@ -13,12 +13,12 @@ else ``outputs/reports/<date_time>``):
   rate_distortion.png   final val KL (rate) against val reconstruction (distortion), a point per
                         run labelled with β, a line per z_dim
   disentanglement.png   when evaluated runs differ in β: MIG, DCI disentanglement and completeness
-                        and SAP (metrics.json, vae_lab.disentanglement) against β, a line per
+                        and SAP (metrics.json, vae_lab.evaluation.disentanglement) against β, a line per
                         setting that differs besides β and the seed, mean ± std over seeds
   samples_by_run.png    each run's samples.png (cvae: digits.png) side by side
   manifolds_by_run.png  each z_dim = 2 run's manifold.png side by side
 The pictures only show finished runs; a picture no finished run has is not written. Everything is
-read from the runs' summary.json (vae_lab.summary), never from their TensorBoard events.
+read from the runs' summary.json (vae_lab.training.callbacks.summary), never from their TensorBoard events.
 """
 import datetime
 import glob
@@ -36,11 +36,11 @@ import matplotlib.pyplot as plt
 from PIL import Image
 
 from vae_lab.errors import VaeLabError
-from vae_lab.summary import SUMMARY_FILE, numbers
+from vae_lab.runs import SUMMARY_FILE, numbers
 
 # column -> key of the summary's final losses
 LOSSES = {"train loss": "train_loss", "val loss": "val_loss", "val recon": "val_recon", "val KL": "val_kl"}
-# the disentanglement metrics plotted against β (vae_lab.disentanglement)
+# the disentanglement metrics plotted against β (vae_lab.evaluation.disentanglement)
 DISENTANGLEMENT = ("mig", "dci_disentanglement", "dci_completeness", "sap")
 USAGE = "python -m vae_lab.report <run or sweep folder> [more folders or globs] [--out DIR]"
 

@@ -1,19 +1,40 @@
-"""What every likelihood provides. The decoder gives one number per pixel (``logits``, the shape of
-the images, (B, C, H, W)); a likelihood says what they mean:
+"""What every likelihood p(x|z) provides. The decoder gives ``outputs(C)`` numbers per pixel
+position for images of C channels (``logits``, (B, outputs(C), H, W); one per pixel value, the
+shape of the images, unless a likelihood says otherwise); a likelihood says what they mean:
 
+    outputs(channels)          decoder outputs per pixel position (default: one per channel); the
+                               model builds its last layer from it
     log_prob(logits, x)        log p(x|z) per image (B,), summed over the pixels (nats for a
                                discrete x, a log-density for a continuous one)
     reconstruction(logits, x)  the reconstruction term the loss minimises, per image (B,);
                                −log_prob by default, a likelihood may drop constants
-    mean(logits)               the image the decoder expects, pixels in [0, 1]: what pictures,
-                               samples and the classifier see
+    mean(logits)               the image the decoder expects (B, C, H, W), pixels in [0, 1]: what
+                               pictures, samples and the classifier see
 
-The loss, the IWAE bound, the metrics and every picture call these, never a formula of their own.
+The model owns its likelihood (``model.likelihood``, built once by ``vae_lab.models.build_model``):
+the loss, the IWAE bound, the metrics and every picture call these through it, never a formula of
+their own. A likelihood is a module of the model, so one with parameters trains with it and
+travels in its checkpoint.
 """
 import torch
+from torch import nn
 
 
-class Likelihood:
+class Likelihood(nn.Module):
+    def __new__(cls, *args, **kwargs):
+        # A likelihood of one's own may set its settings in an __init__ that never calls
+        # super().__init__() (docs/extending.md showed one so); the module's bookkeeping is made
+        # here, before any __init__ runs, so that it is a well-formed submodule of the model all the same.
+        likelihood = super().__new__(cls)
+        nn.Module.__init__(likelihood)
+        return likelihood
+
+    def __init__(self):
+        pass  # nn.Module.__init__ ran in __new__; running it again would drop what a subclass set before it
+
+    def outputs(self, channels: int) -> int:
+        return channels
+
     def log_prob(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -14,7 +14,8 @@ from vae_lab.models.dense import DenseVAE  # registered first: the registry list
 from vae_lab.models.conv import ConvVAE  # noqa: I001
 from vae_lab.models.cvae import CVAE
 from vae_lab.models.hvae import HierarchicalVAE
-from vae_lab.registry import LIKELIHOODS, MODELS, PRIORS
+from vae_lab.errors import VaeLabError
+from vae_lab.registry import LIKELIHOODS, MODELS, PRIORS, name_of
 
 __all__ = ["VAE", "DenseVAE", "ConvVAE", "CVAE", "HierarchicalVAE", "MODELS", "build_model", "data_shape"]
 
@@ -22,7 +23,7 @@ __all__ = ["VAE", "DenseVAE", "ConvVAE", "CVAE", "HierarchicalVAE", "MODELS", "b
 def data_shape(config: Mapping) -> tuple[tuple[int, ...], int]:
     """(image shape (C, H, W), number of classes) of a run's data, as its config records them
     (``vae_lab.data.ImageDataModule.source``); MNIST's for runs from before they were recorded."""
-    from vae_lab.data import MNIST_CLASSES, MNIST_SHAPE
+    from vae_lab.data.datasets import MNIST_CLASSES, MNIST_SHAPE
 
     data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
     return tuple(data.get("image_shape", MNIST_SHAPE)), data.get("num_classes", MNIST_CLASSES)
@@ -30,15 +31,26 @@ def data_shape(config: Mapping) -> tuple[tuple[int, ...], int]:
 
 def build_model(config: Mapping) -> VAE:
     """A run's config (plain values: ``model``, ``prior``, ``loss.likelihood``, ``data``) -> the model
-    with its prior and likelihood, or a VaeLabError naming the first key that is not right. Names
-    unknown here are looked up among what ``config["plugins"]`` registered only to say so: the
-    plugins themselves must have been loaded by the caller (``vae_lab.registry.load_plugins``)."""
+    with its likelihood and prior, or a VaeLabError naming the first key that is not right. The
+    likelihood is built first, once: the model builds its last layer from it (``outputs``) and
+    owns it; everything else asks ``model.likelihood``. Names unknown here are looked up among what
+    ``config["plugins"]`` registered only to say so: the plugins themselves must have been loaded
+    by the caller (``vae_lab.registry.load_plugins``)."""
     plugins = config.get("plugins") or ()
     image_shape, num_classes = data_shape(config)
-    model = MODELS.build(config["model"], plugins, image_shape=image_shape, num_classes=num_classes)
+    MODELS.get(name_of(config["model"]), plugins)  # an unknown model is the first thing to say
+    loss = config.get("loss") if isinstance(config.get("loss"), Mapping) else {}
+    chosen = loss.get("likelihood", "bce")
+    likelihood = LIKELIHOODS.build(chosen, plugins, key="loss.likelihood")
+    model = MODELS.build(config["model"], plugins, image_shape=image_shape, num_classes=num_classes,
+                         likelihood=likelihood)
+    if model.likelihood is None:  # a model of one's own that does not take it: one output per pixel value
+        if likelihood.outputs(image_shape[0]) != image_shape[0]:
+            raise VaeLabError(f"loss.likelihood={name_of(chosen)} needs {likelihood.outputs(image_shape[0])} decoder "
+                              f"outputs per pixel, but model={name_of(config['model'])} takes no likelihood and makes "
+                              "one per pixel value; give its __init__ a likelihood argument (docs/extending.md)")
+        model.likelihood = likelihood
     # the model is context, as the data are to the model: a prior may build on it (the VampPrior encodes
     # its pseudo-inputs with the model's encoder)
     model.set_prior(PRIORS.build(config.get("prior", "standard"), plugins, z_dim=model.prior_dim, model=model))
-    loss = config.get("loss") if isinstance(config.get("loss"), Mapping) else {}
-    model.likelihood = LIKELIHOODS.build(loss.get("likelihood", "bce"), plugins)
     return model

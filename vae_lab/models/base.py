@@ -8,10 +8,12 @@ the base class does the rest:
 
     encoder:       encoder input -> (B, hidden) features
     mu, logvar:    (B, hidden) -> (B, z_dim), the mean and log-variance of q(z|x)
-    decoder:       decoder input -> (B, C·H·W) or (B, C, H, W) decoder outputs ("logits")
+    decoder:       decoder input -> (B, D·H·W) or (B, D, H, W) decoder outputs ("logits"), D =
+                   ``likelihood.outputs(C)`` (``self.outputs`` = D·H·W in all)
 
-``build_model`` gives every model its ``prior`` p(z) (a module: a learned one trains with the
-model; ``set_prior``) and its ``likelihood`` p(x|z), which says what the decoder's outputs mean. A
+``build_model`` gives every model its ``likelihood`` p(x|z), which says how many outputs the
+decoder makes and what they mean (passed to ``__init__``, so the last layer is built from it), and
+its ``prior`` p(z) (a module: a learned one trains with the model; ``set_prior``). A
 conditional model overrides ``encoder_input`` and ``decoder_input``; a model with stochastic layers
 above its codes (``model=hvae``) overrides ``set_prior`` and ``encode_top``, and ``prior_dim``.
 """
@@ -21,17 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-LOG_2PI = math.log(2 * math.pi)
-
-# Training drives many numbers towards zero (the gradients of saturated pixels, Adam's moments of
-# weights that barely move), and x86 processors compute on subnormal floats (below 1.2e-38) tens
-# of times slower: a 400-epoch run slowed from 7 to 15 s an epoch (docs/performance.md). Flushing
-# them to zero changes no number by more than 1.2e-38. The setting belongs to a thread: torch's
-# intra-op threads inherit it only when they start after it (a thread pool started by an earlier
-# large operation keeps computing with subnormals, and its share of a result then differs in the
-# last bits from the main thread's). So it is set when vae_lab's models are first imported, which
-# the command lines do before any tensor operation (tests/test_reliability.py checks every thread).
-torch.set_flush_denormal(True)
+from vae_lab.likelihoods.base import Likelihood
 
 
 def mlp(sizes: Sequence[int], relu_last: bool = False) -> nn.Sequential:
@@ -43,23 +35,22 @@ def mlp(sizes: Sequence[int], relu_last: bool = False) -> nn.Sequential:
     return nn.Sequential(*(layers if relu_last else layers[:-1]))
 
 
-def log_q(eps: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log q(z|x) of z = mu + σ·eps under the encoder's diagonal Gaussian, summed over the last
-    dimension (nats): log N(eps; 0, I) − Σ log σ, the change of variables."""
-    return -0.5 * (eps.pow(2) + LOG_2PI).sum(-1) - 0.5 * logvar.sum(-1)
-
-
 class VAE(nn.Module):
     conditional = False  # True for models that condition on a label ...
     num_classes = 0  # ... of these many classes
 
-    def __init__(self, z_dim: int, image_shape: Sequence[int]):
+    def __init__(self, z_dim: int, image_shape: Sequence[int], likelihood: Likelihood | None = None):
         super().__init__()
         if z_dim < 1:
             raise ValueError(f"z_dim={z_dim} must be >= 1")
         self.z_dim, self.image_shape = z_dim, tuple(image_shape)
         self.pixels = math.prod(self.image_shape)  # values per image, C·H·W
-        self.prior = self.likelihood = None  # set by vae_lab.models.build_model
+        channels, height, width = self.image_shape
+        # what the decoder gives per image: as many numbers per pixel position as the likelihood reads
+        self.output_shape = (likelihood.outputs(channels) if likelihood is not None else channels, height, width)
+        self.outputs = math.prod(self.output_shape)
+        self.likelihood = likelihood  # p(x|z), the run's loss.likelihood: the one every caller asks
+        self.prior = None  # p(z), set by vae_lab.models.build_model
         self.prior_dim = z_dim  # the dimension of the latents the run's prior= is over
 
     def set_prior(self, prior) -> None:
@@ -84,8 +75,9 @@ class VAE(nn.Module):
         return self.encode(x, y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, z_dim) latents -> (B, C, H, W) decoder outputs; ``likelihood.mean`` makes them images."""
-        return self.decoder(self.decoder_input(z, y)).view(-1, *self.image_shape)
+        """(B, z_dim) latents -> (B, D, H, W) decoder outputs, D = ``likelihood.outputs(C)`` (C for the
+        likelihoods of one number per pixel); ``likelihood.mean`` makes them images."""
+        return self.decoder(self.decoder_input(z, y)).view(-1, *self.output_shape)
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
@@ -96,7 +88,7 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        """Returns (decoder outputs (B, C, H, W), mu (B, z_dim), logvar (B, z_dim))."""
+        """Returns (decoder outputs (B, D, H, W), mu (B, z_dim), logvar (B, z_dim))."""
         mu, logvar = self.encode(x, y)
         return self.decode(self.reparameterize(mu, logvar), y), mu, logvar
 

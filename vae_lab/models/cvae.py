@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from vae_lab.arguments import PositiveInt
+from vae_lab.likelihoods.base import Likelihood
 from vae_lab.models.dense import DenseVAE
 from vae_lab.registry import MODELS
 
@@ -15,11 +16,11 @@ class CVAE(DenseVAE):
     conditional = True
 
     def __init__(self, z_dim: PositiveInt = 20, hidden: tuple[PositiveInt, ...] = (200,), *,
-                 image_shape: tuple[int, int, int], num_classes: int):
+                 image_shape: tuple[int, int, int], num_classes: int, likelihood: Likelihood | None = None):
         if num_classes < 1:
             raise ValueError("it is conditional and needs labelled data (the data have no classes)")
         self.classes = num_classes
-        super().__init__(z_dim, hidden, image_shape=image_shape)
+        super().__init__(z_dim, hidden, image_shape=image_shape, likelihood=likelihood)
 
     @property
     def num_classes(self) -> int:

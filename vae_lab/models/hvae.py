@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from vae_lab.arguments import PositiveInt
-from vae_lab.models.base import log_q, mlp
+from vae_lab.gaussian import gaussian_log_prob, log_q
+from vae_lab.likelihoods.base import Likelihood
+from vae_lab.models.base import mlp
 from vae_lab.models.dense import DenseVAE
 from vae_lab.priors.base import Prior
 from vae_lab.registry import MODELS
@@ -30,11 +32,6 @@ class GaussianLayer(nn.Module):
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net(h)
         return self.mu(h), self.logvar(h)
-
-
-def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag(exp(logvar))) summed over the last dimension (nats)."""
-    return log_q((z - mu) * torch.exp(-0.5 * logvar), logvar)
 
 
 class CodePrior(Prior):
@@ -89,8 +86,8 @@ class CodePrior(Prior):
 class HierarchicalVAE(DenseVAE):
     def __init__(self, z_dim: PositiveInt = 100, hidden: tuple[PositiveInt, ...] = (200, 200),
                  top_dim: PositiveInt = 50, top_hidden: tuple[PositiveInt, ...] = (100, 100), *,
-                 image_shape: tuple[int, int, int]):
-        super().__init__(z_dim, hidden, image_shape=image_shape)
+                 image_shape: tuple[int, int, int], likelihood: Likelihood | None = None):
+        super().__init__(z_dim, hidden, image_shape=image_shape, likelihood=likelihood)
         if not top_hidden:
             raise ValueError("top_hidden=[] needs at least one width")
         self.prior = CodePrior(z_dim, top_dim, tuple(top_hidden))

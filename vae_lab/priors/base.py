@@ -16,12 +16,12 @@
 
 The loss, the IWAE bound, the metrics, the samplers and the pictures use these, never N(0, I)
 written out. ``factorises`` says whether p(z) = Π_d p(z_d), so that log_prob(z) is a sum of
-per-dimension terms (``loss=btcvae`` needs it). q(z|x) is every model's diagonal Gaussian (``vae_lab.models.base.log_q``).
+per-dimension terms (``loss=btcvae`` needs it). q(z|x) is every model's diagonal Gaussian (``vae_lab.gaussian.log_q``).
 """
 import torch
 from torch import nn
 
-from vae_lab.models.base import log_q
+from vae_lab.gaussian import log_q
 
 
 class Prior(nn.Module):

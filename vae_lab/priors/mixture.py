@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_lab.arguments import PositiveInt
-from vae_lab.models.base import LOG_2PI
+from vae_lab.gaussian import LOG_2PI
 from vae_lab.priors.base import Prior
 from vae_lab.registry import PRIORS
 

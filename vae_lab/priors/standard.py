@@ -2,19 +2,9 @@
 their Appendix B: KL(N(mu, σ²) ‖ N(0, 1)) = 0.5 · (mu² + σ² − 1 − log σ²) per dimension."""
 import torch
 
-from vae_lab.models.base import LOG_2PI
+from vae_lab.gaussian import standard_normal_kl, standard_normal_log_prob
 from vae_lab.priors.base import Prior
 from vae_lab.registry import PRIORS
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I), summed over the last dimension (nats)."""
-    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
-
-
-def standard_normal_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(exp(logvar))) ‖ N(0, I)) per dimension, in nats; the shape of mu."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
 @PRIORS.register("standard")

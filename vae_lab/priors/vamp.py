@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from vae_lab.arguments import PositiveInt
-from vae_lab.models.base import VAE
 from vae_lab.priors.base import Prior
 from vae_lab.priors.mixture import mixture_log_prob, mixture_sample
 from vae_lab.registry import PRIORS
@@ -24,7 +23,7 @@ from vae_lab.registry import PRIORS
 
 @PRIORS.register("vamp")
 class VampPrior(Prior):
-    def __init__(self, z_dim: int, components: PositiveInt = 500, *, model: VAE):
+    def __init__(self, z_dim: int, components: PositiveInt = 500, *, model: nn.Module):
         super().__init__(z_dim)
         if model.conditional:
             raise ValueError("the conditional model's encoder needs labels, which its pseudo-inputs do not have; "

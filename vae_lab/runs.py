@@ -1,27 +1,25 @@
-"""Checkpoints written atomically, kept as the run's last and best epochs, and read without
-running code.
+"""A run folder on disk, and how it is read back: its checkpoints (``checkpoints/last.ckpt``,
+``checkpoints/best-epochNN.ckpt``), its record (``summary.json``) and the results the tools write
+beside them; ``load_model`` rebuilds a trained model from a checkpoint alone.
 
 A Lightning checkpoint is a dict of tensors, numbers, strings and containers of them, so it loads
-with ``torch.load(weights_only=True)``, whose unpickler refuses every other object instead of
-constructing it: a file crafted to run code on load is rejected, never executed. What it holds is
-then read as plain values only: the run's config (Lightning's ``hyper_parameters``) may choose a
-model, prior and likelihood among those registered (``vae_lab.registry``) and give them checked
-arguments, and nothing in it is ever called, imported or instantiated by name (its ``plugins``
-are only named back to the user, never imported).
+with ``torch.load(weights_only=True)`` (``vae_lab.io.safe_load``), whose unpickler refuses every
+other object instead of constructing it: a file crafted to run code on load is rejected, never
+executed. What it holds is then read as plain values only: the run's config (Lightning's
+``hyper_parameters``) may choose a model, prior and likelihood among those registered
+(``vae_lab.registry``) and give them checked arguments, and nothing in it is ever called, imported
+or instantiated by name (its ``plugins`` are only named back to the user, never imported).
 """
 import os
-import pickle
 import re
-import shutil
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vae_lab.config import BINARIZE
+from vae_lab.config import upgraded
+from vae_lab.data.splits import BINARIZE
 from vae_lab.errors import VaeLabError
-from vae_lab.io import write_atomically
+from vae_lab.io import safe_load
 from vae_lab.models import VAE, build_model
 from vae_lab.registry import DATASETS
 
@@ -30,36 +28,7 @@ RESUME_KEYS = ("state_dict", "optimizer_states", "loops", "epoch", "global_step"
 CONFIG_KEY = "hyper_parameters"  # where Lightning stores LitVAE's hyperparameters: the run's config
 CHECKPOINTS = ("last", "best")  # which checkpoint of a run folder the tools read
 BEST_NAME = re.compile(r"best-epoch\d+\.ckpt")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Saves to ``<path>.tmp`` and renames it over ``<path>``; loads with ``weights_only=True``.
-
-    A rename within one folder is atomic, so a process killed during a save leaves the previous
-    checkpoint whole (and at worst a stale ``.tmp`` that the next save overwrites).
-    """
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        write_atomically(path, lambda f: torch.save(checkpoint, f))
-
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        # whatever the caller asks for, never unpickle arbitrary objects
-        return load_checkpoint(path)
-
-
-def safe_load(path: str | os.PathLike, what: str = "checkpoint"):
-    """``torch.load(path, weights_only=True)`` on the CPU, or VaeLabError with one line naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        raise VaeLabError(f"{path}: cannot read it ({error.strerror})") from None
-    except Exception as error:  # torch.load fails on damaged files with many exception types
-        unsafe = isinstance(error, pickle.UnpicklingError) and re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if unsafe:
-            name = unsafe[1] if "." in unsafe[1] else f"builtins.{unsafe[1]}"  # torch ≥ 2.5 drops "builtins."
-            raise VaeLabError(f"{path}: refused, loading it would call {name}; a {what} "
-                              "holds only tensors and plain values (loaded with weights_only=True)") from None
-        raise VaeLabError(f"{path}: not a readable {what} (truncated or corrupt)") from None
+SUMMARY_FILE = "summary.json"  # the run's record (vae_lab.training.callbacks.summary)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -90,6 +59,7 @@ def stored_config(checkpoint: dict, path: str | os.PathLike) -> dict:
         raise VaeLabError(f"{path}: holds no vae_lab run config to rebuild the model from")
     if not _plain(config):
         raise VaeLabError(f"{path}: refused, its run config holds values other than numbers, strings and lists")
+    config = upgraded(config)  # a run from before the configs chose by name: the same run, by name
     plugins = config.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise VaeLabError(f"{path}: refused, its run config has no valid plugins list")
@@ -125,19 +95,6 @@ def stored_config(checkpoint: dict, path: str | os.PathLike) -> dict:
 def model_state(state_dict: dict) -> dict:
     """The model's own weights out of a LitVAE state dict (whose model is ``LitVAE.model``)."""
     return {name.removeprefix("model."): t for name, t in state_dict.items() if name.startswith("model.")}
-
-
-def check_fits(checkpoint: dict, module, path: str | os.PathLike) -> None:
-    """Raise VaeLabError unless the checkpoint's weights have exactly the module's names and shapes."""
-    expected = {name: tuple(t.shape) for name, t in module.state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items() if isinstance(t, torch.Tensor)}
-    if found != expected:
-        config = checkpoint.get(CONFIG_KEY)
-        model = config.get("model") if isinstance(config, dict) else None
-        model = model if isinstance(model, dict) else {}
-        theirs = f"model {model.get('name', '?')} (z_dim={model.get('z_dim', '?')})"
-        ours = f"model {module.config['model']['name']} (z_dim={module.model.z_dim})"
-        raise VaeLabError(f"{path}: holds weights of {theirs}, which do not fit the configured {ours}")
 
 
 def find_checkpoint(run: str | os.PathLike, which: str = "last") -> Path:
@@ -187,54 +144,6 @@ def load_model(run: str | os.PathLike, which: str = "last") -> tuple[VAE, dict, 
     return model.eval(), config, path
 
 
-class RunCheckpoints(ModelCheckpoint):
-    """``checkpoints/last.ckpt``, the state after the last finished epoch, always, and
-    ``checkpoints/best-epochNN.ckpt``, the epoch with the lowest ``val/loss`` over the whole run,
-    resumes included.
-
-    Lightning's own ``save_last`` writes last.ckpt only on epochs that also save a new best
-    (Lightning 2.6), and a run resumed into a new folder forgets the best it resumed from; both
-    are handled here.
-    """
-
-    def __init__(self, dirpath: str | None = None):
-        super().__init__(dirpath=dirpath, filename="best-epoch{epoch:02d}", monitor="val/loss", save_top_k=1,
-                         auto_insert_metric_name=False)
-        self._resumed_state = None
-        self._state_key = super().state_key
-
-    @property
-    def state_key(self) -> str:
-        # Lightning reads it at every hook of every step, and ModelCheckpoint builds it anew from
-        # its settings each time; they do not change.
-        return self._state_key
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        super().on_train_epoch_end(trainer, pl_module)  # the best is saved after validation, before this
-        self.last_model_path = os.path.join(self.dirpath, "last.ckpt")
-        trainer.save_checkpoint(self.last_model_path, weights_only=False)  # the full state, to resume from
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict.get("dirpath") == self.dirpath:
-            super().load_state_dict(state_dict)
-        else:  # resumed into a new folder: carry the earlier best over once the trainer knows ckpt_path
-            self._resumed_state = state_dict
-
-    def on_fit_start(self, trainer, pl_module):
-        state, self._resumed_state = self._resumed_state, None
-        if state is None or trainer.ckpt_path is None:
-            return
-        score, name = state.get("best_model_score"), Path(str(state.get("best_model_path") or "")).name
-        # only a best-epochNN.ckpt beside the checkpoint resumed from, never a path the file names
-        earlier = Path(trainer.ckpt_path).parent / name
-        if not (isinstance(score, torch.Tensor) and score.numel() == 1 and torch.isfinite(score)
-                and BEST_NAME.fullmatch(name) and earlier.is_file()):
-            return
-        copy = Path(self.dirpath) / name
-        if trainer.is_global_zero:
-            with open(earlier, "rb") as source:
-                write_atomically(copy, lambda f: shutil.copyfileobj(source, f))
-        trainer.strategy.barrier()
-        self.best_model_score = self.kth_value = score.reshape(())
-        self.best_model_path = self.kth_best_model_path = str(copy)
-        self.best_k_models = {str(copy): self.best_model_score}
+def numbers(values: dict) -> dict:
+    """The entries of values that are plain numbers (not bools)."""
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -1,6 +1,6 @@
 """Whether single latent dimensions follow single factors of variation: MIG, DCI and SAP between
 codes (N, D), a model's posterior means E_q[z|x] of N images, and factors (N, K) measured on the same
-images (vae_lab.morphometrics; the class), each a score in [0, 1], 1 where every factor has a latent
+images (vae_lab.evaluation.morphometrics; the class), each a score in [0, 1], 1 where every factor has a latent
 dimension of its own (docs/metrics.md).
 
 Continuous factors and codes are discretized, where a metric needs it, into ``BINS`` bins of equal
@@ -172,7 +172,7 @@ def factor_table(morphometrics: dict[str, np.ndarray], labels: np.ndarray | None
     return names, np.stack(columns, 1), [name == CLASS for name in names]
 
 
-def measure(codes: np.ndarray, morphometrics: dict[str, np.ndarray], labels: np.ndarray | None = None,
+def disentanglement_scores(codes: np.ndarray, morphometrics: dict[str, np.ndarray], labels: np.ndarray | None = None,
             seed: int = 0) -> dict:
     """MIG, DCI and SAP of codes (N, D) against the factors of ``factor_table``, for metrics.json:
     'mig', 'dci_disentanglement', 'dci_completeness', 'dci_informativeness', 'sap' (floats in [0, 1]),

@@ -1,17 +1,18 @@
-"""The one LightningModule: trains any ``vae_lab.models`` model with ``VAELoss`` and a KL schedule,
+"""The one LightningModule: trains any ``vae_lab.models`` model with a registered loss and KL schedule,
 one optimizer step per Lightning step (``LitVAE``) or several (``MultiStepVAE``)."""
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import lightning as L
 import torch
 
-from vae_lab.inference import ACTIVE_UNIT_VARIANCE
-from vae_lab.losses import VAELoss
+from vae_lab.evaluation.inference import ACTIVE_UNIT_VARIANCE
+from vae_lab.evaluation.samplers import FromPrior
+from vae_lab.training.losses import VAELoss
 from vae_lab.models import VAE
-from vae_lab.schedules import Constant, FixedLR
+from vae_lab.training.schedules import Constant, FixedLR
 
 log = logging.getLogger(__name__)
 NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"  # torch.cuda.is_available() through NVML ("1") or the CUDA runtime
@@ -22,16 +23,18 @@ class LitVAE(L.LightningModule):
     ``train/lr`` every ``trainer.log_every_n_steps`` steps, ``train/<term>_epoch`` and
     ``val/<term>`` as epoch means, and ``val/active_units``.
 
-    ``optimizer`` is a partial that takes the parameters (``_partial_: true`` in the config),
-    ``lr_schedule`` a ``vae_lab.schedules`` LR schedule. ``config`` is the run's resolved config
-    as plain values: Lightning stores it in every checkpoint as the module's hyperparameters, and
-    ``vae_lab.checkpoint.load_model`` rebuilds the model from it alone.
+    ``optimizer`` is built on the model's parameters (``vae_lab.training.optimizers``),
+    ``lr_schedule`` a ``vae_lab.training.schedules`` LR schedule, ``sampler`` how the end-of-run
+    samples draw their latents (``vae_lab.evaluation.samplers``). ``config`` is the run's resolved
+    config as plain values: Lightning stores it in every checkpoint as the module's hyperparameters,
+    and ``vae_lab.runs.load_model`` rebuilds the model from it alone.
     """
 
-    def __init__(self, model: VAE, loss: VAELoss, optimizer: Callable, kl_schedule=None, lr_schedule=None,
-                 seed: int = 0, config: dict | None = None):
+    def __init__(self, model: VAE, loss: VAELoss, optimizer: torch.optim.Optimizer, kl_schedule=None, lr_schedule=None,
+                 sampler=None, seed: int = 0, config: dict | None = None):
         super().__init__()
-        self.model, self.loss, self.optimizer_factory = model, loss, optimizer
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.sampler = sampler or FromPrior()
         self.kl_schedule, self.lr_schedule = kl_schedule or Constant(), lr_schedule or FixedLR()
         self.seed = seed
         self.save_hyperparameters(config or {}, logger=False)  # the run summary fills the HPARAMS table
@@ -131,7 +134,7 @@ class LitVAE(L.LightningModule):
 
     def on_validation_epoch_end(self):
         # Active units (Burda et al. 2015): dimensions whose posterior mean varies across the
-        # test images (vae_lab.metrics.active_units, here from running sums), of each layer
+        # test images (vae_lab.evaluation.metrics.active_units, here from running sums), of each layer
         for name, (total, squares, count) in self.val_moments.items():
             variance = (squares - total.pow(2) / count) / (count - 1).clamp(min=1)
             self.log(f"val/{name}", (variance > ACTIVE_UNIT_VARIANCE).sum().float(), sync_dist=True)
@@ -144,11 +147,10 @@ class LitVAE(L.LightningModule):
         self.log("step", float(self.global_step), batch_size=1)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        scheduler = self.lr_schedule(optimizer, self.trainer)
+        scheduler = self.lr_schedule(self.optimizer, self.trainer)
         if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return self.optimizer
+        return {"optimizer": self.optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class MultiStepVAE(LitVAE):
@@ -167,7 +169,7 @@ class MultiStepVAE(LitVAE):
     The steps are made by hand (Lightning's manual optimization, with ``training_step`` taking the
     ``dataloader_iter``), so Lightning's own gradient clipping is given here instead
     (``gradient_clip_val``, ``gradient_clip_algorithm``: the Trainer's arguments of the same names,
-    applied the same way); gradient accumulation is refused by ``vae_lab.training.train``.
+    applied the same way); gradient accumulation is refused (``vae_lab.training.trainer.stepping``).
     """
 
     def __init__(self, *args, steps_per_execution: int, gradient_clip_val: float | None = None,

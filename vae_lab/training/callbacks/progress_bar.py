@@ -1,4 +1,4 @@
-"""How a run shows its progress on the console: a bar per training epoch in a terminal, one line per
+"""``callbacks.progress_bar``: how a run shows its progress on the console: a bar per training epoch in a terminal, one line per
 epoch anywhere else (a cluster job's log, nohup, CI), where a redrawn bar would write every state
 it passes through."""
 import sys
@@ -7,7 +7,11 @@ import time
 from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm.auto import tqdm
 
+from vae_lab.arguments import PositiveInt
+from vae_lab.registry import CALLBACKS
 
+
+@CALLBACKS.register("progress_bar")
 class TrainingBar(TQDMProgressBar):
     """Lightning's TQDM bar without the bars of the validation passes (at initialisation and
     after every epoch), which in a log or a notebook add lines of their own; the epoch's bar
@@ -17,7 +21,7 @@ class TrainingBar(TQDMProgressBar):
     when stdout is not a terminal.
     """
 
-    def __init__(self, refresh_rate: int = 10, lines: bool | None = None):
+    def __init__(self, refresh_rate: PositiveInt = 10, lines: bool | None = None):
         super().__init__(refresh_rate=refresh_rate)
         self.lines = (not sys.stdout.isatty()) if lines is None else lines
         self.epoch_started = time.perf_counter()

@@ -23,7 +23,7 @@ from torch import nn
 from vae_lab.arguments import PositiveFloat, PositiveInt
 from vae_lab.errors import VaeLabError
 from vae_lab.io import write_atomically
-from vae_lab.inference import posterior
+from vae_lab.evaluation.inference import posterior
 from vae_lab.models.base import mlp
 from vae_lab.priors import StandardNormal
 from vae_lab.registry import SAMPLERS

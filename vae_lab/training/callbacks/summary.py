@@ -3,10 +3,10 @@
 ``RunSummary`` writes the record when training starts (``"status": "running"``, which a killed
 run keeps), when it fails (``"failed"`` with the error) and when it ends (``"finished"``, with
 the final losses). Callbacks that produce something at the end of training (pictures, metrics)
-derive from ``Recording``: they do their work in ``on_train_end`` and ``record()`` returns what
-goes into the summary, read in ``on_fit_end``, which Lightning calls after every ``on_train_end``.
-``vae_lab.report`` and ``vae_lab.load_run`` read the record; nothing reads TensorBoard tags to
-learn how a run went.
+derive from ``Recording`` (``base.py``): they do their work in ``on_train_end`` and ``record()``
+returns what goes into the summary, read in ``on_fit_end``, which Lightning calls after every
+``on_train_end``. ``vae_lab.report`` and ``vae_lab.load_run`` read the record; nothing reads
+TensorBoard tags to learn how a run went.
 """
 import datetime
 import os
@@ -21,51 +21,37 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 
 from vae_lab.config import ALIASES
 from vae_lab.io import write_json
+from vae_lab.registry import CALLBACKS, name_of
+from vae_lab.runs import SUMMARY_FILE, numbers
+from vae_lab.training.callbacks.base import Recording
 
-SUMMARY_FILE = "summary.json"
 # the losses a summary holds at the end: key -> what LitVAE logs
 FINAL = {"val_loss": "val/loss", "val_recon": "val/recon", "val_kl": "val/kl", "train_loss": "train/loss_epoch",
          "val_active_units": "val/active_units"}
 
 
-class Recording(Callback):
-    """A callback whose end-of-training results join the run's summary: ``record()`` -> dict.
-    ``check(datamodule)`` runs before the run folder gets a file: raise VaeLabError there if the
-    callback cannot do its work on this data (a classifier it needs is missing, say)."""
-
-    def check(self, datamodule) -> None:
-        pass
-
-    def record(self) -> dict:
-        return {}
-
-
 def run_settings(config: dict) -> dict:
     """The settings that tell runs apart, flat, for the HPARAMS table, the summary and the report:
     the model, data set, likelihood and top-level keys, and every other setting of the model, the
-    prior, the loss, the KL and LR schedules and the sampler (``model.hidden``, ``prior.components``,
-    ``loss.iwae_k``, …), a schedule named by its class. Copies of top-level keys (vae_lab.config.ALIASES)
-    are left out."""
-    settings = {"model": config["model"]["name"], "data": config["data"]["name"], "loss": config["loss"]["likelihood"],
+    prior, the loss, the KL and LR schedules, the optimizer and the sampler (``model.hidden``,
+    ``prior.components``, ``loss.iwae_k``, …), each chosen component by its registered name
+    (``loss.name``: elbo or btcvae). Copies of top-level keys (vae_lab.config.ALIASES) are left out."""
+    settings = {"model": name_of(config["model"]), "data": config["data"]["name"],
+                "loss": name_of(config["loss"]["likelihood"]),
                 **{key: config[key] for key in ("beta", "z_dim", "epochs", "batch_size", "lr", "seed")},
                 "data.binarize": config["data"].get("binarize", "none")}
-    for group in ("model", "prior", "loss", "kl_schedule", "lr_schedule", "sampler"):
+    for group in ("model", "prior", "loss", "kl_schedule", "lr_schedule", "optimizer", "sampler"):
         node = config.get(group) or {}
-        if group in ("kl_schedule", "lr_schedule"):
-            settings[group] = node["_target_"].rsplit(".", 1)[-1]
-        elif group in ("prior", "sampler"):
+        node = {"name": node} if isinstance(node, str) else node
+        if group in ("kl_schedule", "lr_schedule", "optimizer", "prior", "sampler"):
             settings[group] = node["name"]
         for key, value in node.items():
-            if key not in ("_target_", "name", "likelihood") and f"{group}.{key}" not in ALIASES:
+            if key not in ("name", "likelihood") and f"{group}.{key}" not in ALIASES:
                 settings[f"{group}.{key}"] = str(value) if isinstance(value, (list, dict)) else value
     return settings
 
 
-def numbers(values: dict) -> dict:
-    """The entries of values that are plain numbers (not bools)."""
-    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
+@CALLBACKS.register("summary")
 class RunSummary(Callback):
     """Writes ``summary.json`` into the run folder (``trainer.default_root_dir``) and, at the end,
     fills the HPARAMS table with the settings and final numbers; see the module docstring. With

@@ -2,9 +2,11 @@
 
     loss(x) = recon(x) + KL term          recon summed over the pixels, KL over latent dimensions
 
-Every term is a mean over the batch, i.e. in per-sample units (nats for ``bce``). The likelihood
-(``vae_lab.likelihoods``) gives the reconstruction term, the model's prior (``vae_lab.priors``) the
-KL; how the KL term is weighted as training goes is the KL schedule's (``vae_lab.schedules``):
+Every term is a mean over the batch, i.e. in per-sample units (nats for ``bce``). The model's
+likelihood (``model.likelihood``, ``vae_lab.likelihoods``) gives the reconstruction term, its prior
+(``vae_lab.priors``) the KL; how the KL term is weighted as training goes is the KL schedule's
+(``vae_lab.training.schedules``). The losses are registered in ``vae_lab.registry.LOSSES``
+(``loss.name``: ``elbo``, the loss of ``loss=bce`` and ``loss=mse``, and ``btcvae``):
 β · KL by default. References: Kingma & Welling (2013), "Auto-Encoding Variational Bayes";
 Burda, Grosse & Salakhutdinov (2015) for the importance-weighted bound; Kingma et al. (2016) for
 free bits; Tucker, Lawson, Gu & Maddison (2018) for the doubly reparameterized gradient (DReG);
@@ -12,18 +14,23 @@ Chen, Li, Grosse & Duvenaud (2018), "Isolating Sources of Disentanglement in VAE
 β-TCVAE (``BTCVAELoss``).
 """
 import math
-from collections.abc import Mapping
 from typing import Literal
 
 import torch
 
 from vae_lab.arguments import NonNegative, PositiveInt
 from vae_lab.errors import VaeLabError
-from vae_lab.likelihoods import build_likelihood
-from vae_lab.models.base import LOG_2PI, log_q
-from vae_lab.priors import PRIORS
-from vae_lab.registry import MODELS
-from vae_lab.schedules import Capacity, Constant
+from vae_lab.gaussian import LOG_2PI, log_q
+from vae_lab.registry import LOSSES, MODELS, PRIORS
+from vae_lab.training.schedules import Capacity, Constant
+
+
+def build_loss(config: dict, model, kl_schedule, train_size: int | None = None, plugins=()) -> "VAELoss":
+    """The run's loss from its ``loss`` config (plain values), checked against the model and the KL
+    schedule it trains with; ``loss.likelihood`` is the model's (``build_model`` reads it), the
+    rest the loss's own settings. ``train_size``: the number of training images."""
+    settings = {key: value for key, value in config.items() if key != "likelihood"}
+    return LOSSES.build(settings, plugins, model=model, kl_schedule=kl_schedule, train_size=train_size)
 
 
 def prior_choice(model) -> str:
@@ -34,13 +41,14 @@ def prior_choice(model) -> str:
     return chosen[0] if chosen else f"{builder[0]}'s prior over its codes"
 
 
+@LOSSES.register("elbo")
 class VAELoss:
     """Callable: (model, x, y, mu, logvar, kl_schedule, epoch) -> {'loss', 'recon', 'kl'}, each a
     scalar batch mean, and for a prior with layers of its own (``model=hvae``) each layer's KL
-    ('kl_z1', 'kl_z2'); mu, logvar (B, z_dim) are the model's encoding of x.
+    ('kl_z1', 'kl_z2'); mu, logvar (B, z_dim) are the model's encoding of x; the reconstruction
+    term is the model's likelihood's.
 
-    ``likelihood``: a registered likelihood (``bce``, ``mse``, or a plugin's; a name or
-    ``{name: ..., setting: ...}``). ``iwae_k``: samples of z per image. With k = 1 this is the
+    ``iwae_k``: samples of z per image. With k = 1 this is the
     ELBO with one z; with k > 1 its reconstruction part is the importance-weighted one, written
     with the KL and a zero-mean correction β·(r_i − r̄), r_i = log p(z_i) − log q(z_i|x), inside
     the log-mean-exp (β: the KL schedule's weight): in expectation exactly the IWAE bound of
@@ -56,8 +64,8 @@ class VAELoss:
     (``dreg_bound``).
     """
 
-    def __init__(self, likelihood: str | Mapping = "bce", iwae_k: PositiveInt = 1, free_bits: NonNegative = 0.0,
-                 estimator: Literal["standard", "dreg"] = "standard"):
+    def __init__(self, iwae_k: PositiveInt = 1, free_bits: NonNegative = 0.0,
+                 estimator: Literal["standard", "dreg"] = "standard", *, model=None, kl_schedule=None):
         if not (isinstance(iwae_k, int) and iwae_k >= 1):
             raise ValueError(f"iwae_k={iwae_k} must be an integer >= 1")
         if not free_bits >= 0:
@@ -69,13 +77,13 @@ class VAELoss:
         if estimator == "dreg" and free_bits:
             raise ValueError(f"estimator=dreg is the gradient of the plain importance-weighted bound: it needs free_bits=0, "
                              f"not {free_bits}")
-        self.likelihood, self.iwae_k, self.free_bits = build_likelihood(likelihood), iwae_k, free_bits
-        self.estimator = estimator
+        self.iwae_k, self.free_bits, self.estimator = iwae_k, free_bits, estimator
+        if model is not None:
+            self.check(model, kl_schedule or Constant())
 
-    def setup(self, model, kl_schedule, datamodule) -> None:
-        """Called by ``vae_lab.training.train`` before the run folder gets a file, with the model,
-        the KL schedule and the data module (after its ``setup``): a loss that cannot train them
-        raises VaeLabError here, and takes what it needs from the data."""
+    def check(self, model, kl_schedule) -> None:
+        """Raise VaeLabError if this loss cannot train ``model`` with ``kl_schedule`` (the run's:
+        ``vae_lab.training`` builds the loss with both, before the run folder gets a file)."""
         if self.free_bits and not model.prior.closed_form_kl:
             raise VaeLabError(f"loss.free_bits={self.free_bits} needs a KL per latent dimension, which "
                               f"{prior_choice(model)} has no closed form for; leave free_bits at 0")
@@ -91,7 +99,7 @@ class VAELoss:
         z = model.reparameterize(mu, logvar, eps)  # (k, B, z_dim)
         # expand + flatten: a view for k = 1, the k copies otherwise
         logits = model.decode(z.flatten(0, 1), None if y is None else y.expand(k, -1).flatten())
-        recon = self.likelihood.reconstruction(logits, x.expand(k, *x.shape).flatten(0, 1)).view(k, len(x))
+        recon = model.likelihood.reconstruction(logits, x.expand(k, *x.shape).flatten(0, 1)).view(k, len(x))
         log_pz = None  # log p(z), once: a VampPrior encodes its pseudo-inputs for it
         if k == 1:
             fit = recon[0]  # r − r̄ is exactly 0: the ELBO's reconstruction term
@@ -173,6 +181,7 @@ def tc_decomposition(z, mu, logvar, prior, dataset_size: int) -> dict[str, torch
             "dim_kl": (log_product - prior.log_prob(z)).mean()}
 
 
+@LOSSES.register("btcvae")
 class BTCVAELoss(VAELoss):
     """β-TCVAE (Chen et al. 2018): the KL term split by ``tc_decomposition``, each part weighted,
 
@@ -182,13 +191,13 @@ class BTCVAELoss(VAELoss):
     cycles move it, as Chen et al.'s β annealing ramps the TC's weight). With α = β = γ = 1 this is
     the ELBO, its KL estimated from the draw of z. Returns 'loss', 'recon', 'kl' (the prior's KL,
     as ``VAELoss`` reports it: closed form where there is one) and 'mi', 'tc', 'dim_kl'. N, the
-    data set size of ``mws_log_q``, is the number of training images the run serves (``setup``);
+    data set size of ``mws_log_q``, is the number of training images the run serves (``train_size``);
     validation uses the same N, so its terms estimate the same objective on held-out images.
     One z per image: ``iwae_k`` and ``free_bits`` stay 1 and 0 (they are the keys of every loss).
     """
 
-    def __init__(self, likelihood: str | Mapping = "bce", alpha: NonNegative = 1.0, gamma: NonNegative = 1.0,
-                 iwae_k: PositiveInt = 1, free_bits: NonNegative = 0.0):
+    def __init__(self, alpha: NonNegative = 1.0, gamma: NonNegative = 1.0, iwae_k: PositiveInt = 1,
+                 free_bits: NonNegative = 0.0, *, model=None, kl_schedule=None, train_size: int | None = None):
         if iwae_k != 1:
             raise VaeLabError(f"loss.iwae_k={iwae_k}: loss=btcvae estimates the KL's parts from one z per "
                               "image and has no importance-weighted form; leave iwae_k at 1")
@@ -197,22 +206,20 @@ class BTCVAELoss(VAELoss):
                               "dimension-wise KL) instead of flooring it per dimension; leave free_bits at 0")
         if not (alpha >= 0 and gamma >= 0):
             raise ValueError(f"alpha={alpha} and gamma={gamma} must be >= 0")
-        super().__init__(likelihood)
-        self.alpha, self.gamma = alpha, gamma
-        self.dataset_size = None
+        self.alpha, self.gamma, self.dataset_size = alpha, gamma, train_size
+        super().__init__(model=model, kl_schedule=kl_schedule)
 
-    def setup(self, model, kl_schedule, datamodule) -> None:
+    def check(self, model, kl_schedule) -> None:
         if not model.prior.factorises:
             raise VaeLabError(f"loss=btcvae splits the KL over latent dimensions, so the prior must factorise "
                               f"over them; {prior_choice(model)} does not: use prior=standard on a one-layer model")
         if isinstance(kl_schedule, Capacity):
             raise VaeLabError("kl_schedule=capacity aims the whole KL at a capacity, but loss=btcvae weights "
                               "its parts (β: the total correlation's); use kl_schedule=constant, linear_warmup or cyclical")
-        self.dataset_size = len(datamodule.train_set)
 
     def __call__(self, model, x, y, mu, logvar, kl_schedule, epoch: float | None = None) -> dict[str, torch.Tensor]:
         z = model.reparameterize(mu, logvar)
-        recon = self.likelihood.reconstruction(model.decode(z, y), x).mean()
+        recon = model.likelihood.reconstruction(model.decode(z, y), x).mean()
         terms = tc_decomposition(z, mu, logvar, model.prior, self.dataset_size)
         loss = recon + self.alpha * terms["mi"] + kl_schedule.weight(epoch) * terms["tc"] + self.gamma * terms["dim_kl"]
         return {"loss": loss, "recon": recon, "kl": model.prior.kl(mu, logvar, z).mean(), **terms}

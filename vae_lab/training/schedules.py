@@ -9,17 +9,24 @@ An LR schedule is called with the optimizer and the trainer and returns a
 ``torch.optim.lr_scheduler`` stepped after every optimizer step, or None for a constant learning
 rate. Its factor is a function of ``trainer.global_step`` alone, so a resumed run continues the
 schedule exactly where it stopped.
+
+Both kinds are registered (``vae_lab.registry.KL_SCHEDULES``, ``LR_SCHEDULES``) under the names of
+their config files: ``kl_schedule=constant|linear_warmup|cyclical|capacity``, ``lr_schedule=constant|cosine``.
 """
 import math
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from vae_lab.arguments import NonNegative, PositiveFloat
+from vae_lab.registry import KL_SCHEDULES, LR_SCHEDULES
 
+
+@KL_SCHEDULES.register("constant")
 class Constant:
     """β · KL throughout (β = 1: the ELBO; β > 1: a β-VAE, Higgins et al. 2017)."""
 
-    def __init__(self, beta: float = 1.0):
+    def __init__(self, beta: NonNegative = 1.0):
         if not beta >= 0:
             raise ValueError(f"beta={beta} must be >= 0")
         self.beta = beta
@@ -36,11 +43,12 @@ class Constant:
         return {"beta": self.weight(epoch)}
 
 
+@KL_SCHEDULES.register("linear_warmup")
 class LinearWarmup(Constant):
     """β rises linearly from 0 to β over the first ``warmup_epochs`` epochs, then stays (KL
     annealing: Bowman et al. 2016; "warm-up", Sønderby et al. 2016)."""
 
-    def __init__(self, beta: float = 1.0, warmup_epochs: float = 10.0):
+    def __init__(self, beta: NonNegative = 1.0, warmup_epochs: PositiveFloat = 10.0):
         super().__init__(beta)
         if not warmup_epochs > 0:
             raise ValueError(f"warmup_epochs={warmup_epochs} must be > 0")
@@ -50,11 +58,12 @@ class LinearWarmup(Constant):
         return self.beta if epoch is None else self.beta * min(1.0, epoch / self.warmup_epochs)
 
 
+@KL_SCHEDULES.register("cyclical")
 class Cyclical(Constant):
     """β repeats a cycle of ``cycle_epochs`` epochs: 0 rising linearly to β over the first ``ramp``
     of the cycle, then β for the rest (cyclical annealing, Fu et al. 2019)."""
 
-    def __init__(self, beta: float = 1.0, cycle_epochs: float = 10.0, ramp: float = 0.5):
+    def __init__(self, beta: NonNegative = 1.0, cycle_epochs: PositiveFloat = 10.0, ramp: PositiveFloat = 0.5):
         super().__init__(beta)
         if not (cycle_epochs > 0 and 0 < ramp <= 1):
             raise ValueError(f"cycle_epochs={cycle_epochs} must be > 0 and ramp={ramp} in (0, 1]")
@@ -67,12 +76,13 @@ class Cyclical(Constant):
         return self.beta * min(1.0, within / self.ramp)
 
 
+@KL_SCHEDULES.register("capacity")
 class Capacity(Constant):
     """β · |KL − C(t)|: the KL is pulled towards a capacity C that rises linearly from 0 to
     ``capacity`` nats over ``capacity_epochs`` epochs (capacity-controlled β-VAE, Burgess et al.
     2018, who use a large β, their γ). Logged as ``train/beta`` (β) and ``train/capacity`` (C)."""
 
-    def __init__(self, beta: float = 100.0, capacity: float = 25.0, capacity_epochs: float = 10.0):
+    def __init__(self, beta: NonNegative = 100.0, capacity: NonNegative = 25.0, capacity_epochs: PositiveFloat = 10.0):
         super().__init__(beta)
         if not (capacity >= 0 and capacity_epochs > 0):
             raise ValueError(f"capacity={capacity} must be >= 0 and capacity_epochs={capacity_epochs} > 0")
@@ -92,6 +102,7 @@ class Capacity(Constant):
         return {"beta": self.beta, "capacity": self.target(epoch)}
 
 
+@LR_SCHEDULES.register("constant")
 class FixedLR:
     """No schedule: the configured learning rate throughout."""
 
@@ -99,12 +110,13 @@ class FixedLR:
         return None
 
 
+@LR_SCHEDULES.register("cosine")
 class CosineLR:
     """The learning rate rises linearly from 0 over ``warmup_epochs`` epochs, then falls along a
     half cosine to ``final_fraction`` of itself at the end of training (Loshchilov & Hutter 2017,
     without restarts)."""
 
-    def __init__(self, warmup_epochs: float = 0.0, final_fraction: float = 0.0):
+    def __init__(self, warmup_epochs: NonNegative = 0.0, final_fraction: NonNegative = 0.0):
         if not (warmup_epochs >= 0 and 0 <= final_fraction <= 1):
             raise ValueError(f"warmup_epochs={warmup_epochs} must be >= 0 and final_fraction={final_fraction} in [0, 1]")
         self.warmup_epochs, self.final_fraction = warmup_epochs, final_fraction

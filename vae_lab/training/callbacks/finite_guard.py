@@ -1,12 +1,15 @@
-"""Stop a run whose loss or weights stop being finite, before a bad step or checkpoint is kept."""
+"""``callbacks.finite_guard``: stop a run whose loss or weights stop being finite, before a bad step
+or checkpoint is kept."""
 import math
 
 import lightning as L
 import torch
 
 from vae_lab.errors import VaeLabError
+from vae_lab.registry import CALLBACKS
 
 
+@CALLBACKS.register("finite_guard")
 class FiniteGuard(L.Callback):
     """Raises VaeLabError at the first non-finite training loss, naming the step and the last good
     checkpoint, and refuses to write a checkpoint whose weights are not all finite.

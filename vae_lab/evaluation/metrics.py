@@ -14,10 +14,10 @@ from contextlib import contextmanager
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from vae_lab.classifier import Features, predict
-from vae_lab.inference import ACTIVE_UNIT_VARIANCE, decode_images, device_of, kl_per_dimension
-from vae_lab.models.base import log_q
-from vae_lab.samplers import FromPrior
+from vae_lab.evaluation.classifier import Features, predict
+from vae_lab.evaluation.inference import ACTIVE_UNIT_VARIANCE, decode_images, device_of, kl_per_dimension
+from vae_lab.gaussian import log_q
+from vae_lab.evaluation.samplers import FromPrior
 
 
 @contextmanager
@@ -100,15 +100,15 @@ def elbo_terms(model, images: torch.Tensor, labels: torch.Tensor,
 
 def active_units(mu: torch.Tensor) -> int:
     """Latent dimensions whose posterior mean varies across the data: Cov_x(E_q[z_d]) above
-    ``vae_lab.inference.ACTIVE_UNIT_VARIANCE`` (0.01, Burda et al. 2015). ``mu`` (N, z_dim) holds
-    E_q[z] of N images (``vae_lab.inference.posterior``)."""
+    ``vae_lab.evaluation.inference.ACTIVE_UNIT_VARIANCE`` (0.01, Burda et al. 2015). ``mu`` (N, z_dim) holds
+    E_q[z] of N images (``vae_lab.evaluation.inference.posterior``)."""
     return int((mu.var(0) > ACTIVE_UNIT_VARIANCE).sum())
 
 
 def latent_metrics(model, mu: torch.Tensor, logvar: torch.Tensor) -> dict:
     """'active_units' (int) and 'kl_per_dim' (list of z_dim floats, nats; None for a prior without a
     closed form per dimension) of a set of images' posteriors, means and log-variances (N, z_dim)
-    (``vae_lab.inference.posterior``), and for a prior with layers of its own each upper layer's
+    (``vae_lab.evaluation.inference.posterior``), and for a prior with layers of its own each upper layer's
     active units ('active_units_z2')."""
     kl = kl_per_dimension(model, mu, logvar)
     with torch.no_grad():
@@ -135,7 +135,7 @@ def frechet_distance(classifier, real: torch.Tensor, fake: torch.Tensor, batch_s
 def sample_quality(model, classifier, test_images: torch.Tensor, n_samples: int = 10_000, seed: int = 0,
                    batch_size: int = 1000, sampler=None) -> dict[str, float]:
     """What the classifier makes of ``n_samples`` decoded latents drawn by ``sampler`` (a fitted
-    ``vae_lab.samplers`` sampler; default the model's prior), as the likelihood's means, no draw:
+    ``vae_lab.evaluation.samplers`` sampler; default the model's prior), as the likelihood's means, no draw:
 
     'fid' (``frechet_distance`` to the test images), 'class_entropy' (entropy of the histogram of
     predicted classes, nats; log 10 ≈ 2.303 when ten classes are equally common: mode coverage),
