@@ -90,30 +90,8 @@ def evaluate(options) -> Path:
         sampler = fitted_sampler(sampler, model, *training_images(config, options.data_root).tensors, checkpoint,
                                  options.seed)
     result = measure_run(model, config, options.k, options.n_images, options.n_samples, classifier,
-                     options.seed, options.data_root, sampler, options.disentanglement,
-                     out.with_name(f"{out.stem}-{TRAVERSAL_FILE}") if options.out else result_path(checkpoint, TRAVERSAL_FILE))
-    write_json(result, out)
-    return out
-
-
-def evaluate(options) -> Path:
-    """Measures the run and writes the JSON file; returns its path."""
-    # a classifier file given is checked first; the default one is the run's data set's
-    load_plugins(options.plugins)
-    given = load_classifier(options.classifier) if options.n_samples and options.classifier else None
-    sampler = build_sampler(OmegaConf.to_container(options.sampler))
-    model, config, checkpoint = load_model(options.run, options.checkpoint)
-    out = Path(options.out) if options.out else result_path(checkpoint, "metrics.json")
-    if out.exists() and not options.overwrite:  # before anything is measured: k=5000 takes tens of minutes
-        raise VaeLabError(f"{out} already holds {held_in(out)}; write these elsewhere with out=FILE, "
-                          "or replace it with overwrite=true")
-    classifier = given or (classifier_for(config["data"]) if options.n_samples else None)
-    if options.n_samples:
-        sampler = fitted_sampler(sampler, model, *training_images(config, options.data_root).tensors, checkpoint,
-                                 options.seed)
-    result = measure_run(model, config, options.k, options.n_images, options.n_samples, classifier,
-                     options.seed, options.data_root, sampler, options.disentanglement,
-                     out.with_name(f"{out.stem}-{TRAVERSAL_FILE}") if options.out else result_path(checkpoint, TRAVERSAL_FILE))
+                         options.seed, options.data_root, sampler, options.disentanglement,
+                         out.with_name(f"{out.stem}-{TRAVERSAL_FILE}") if options.out else result_path(checkpoint, TRAVERSAL_FILE))
     write_json(result, out)
     return out
 
