@@ -83,3 +83,15 @@ def test_the_old_configs_targets_are_read_as_the_registered_names_they_meant():
     assert upgraded({"loss": {"_target_": "os.system", "command": "true"}})["loss"]["_target_"] == "os.system"
     with pytest.raises(VaeLabError, match=r"^loss._target_=os.system names code"):
         LOSSES.build({"_target_": "os.system"})
+
+
+def test_no_config_names_code_and_a_new_checkpoint_stores_none(short_runs):
+    """One way in: every group chooses by registered name; no file of vae_lab/conf/ (the Hydra
+    plugins' own configs aside) and no new checkpoint holds a ``_target_``."""
+    from vae_lab.config import CONF
+
+    for path in CONF.rglob("*.yaml"):
+        assert "_target_" not in path.read_text(), path
+    stored = torch.load(short_runs("dense-bce") / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert "_target_" not in json.dumps(stored) and "_partial_" not in json.dumps(stored)
+    assert (stored["loss"]["name"], stored["optimizer"]["name"], stored["kl_schedule"]["name"]) == ("elbo", "adam", "constant")

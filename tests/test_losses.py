@@ -14,7 +14,7 @@ from vae_lab.registry import LIKELIHOODS
 from vae_lab.training.losses import BTCVAELoss, VAELoss, mws_log_q, tc_decomposition
 from vae_lab.models import build_model
 from vae_lab.priors import MixtureOfGaussians, StandardNormal
-from vae_lab.training.schedules import Capacity, Constant
+from vae_lab.training.schedules import Constant
 from vae_lab.registry import KL_SCHEDULES
 from vae_lab.training.losses import build_loss
 
