@@ -6,6 +6,7 @@
 #   ./sweep.sh hydra/launcher=joblib hydra.launcher.n_jobs=2 trainer.accelerator=cpu
 #   ./sweep.sh experiment=conv_mse_z2_beta beta=3,16    # another preset, with a grid of its own
 #   PYTHON=.venv/bin/python ./sweep.sh                  # another interpreter (default: python)
+#   ./sweep.sh hydra.sweep.dir=outputs/sweeps/<date_time>   # killed, or a job failed: the same again finishes it
 #
 # Any other grid: python train.py -m model=conv beta=1,4 z_dim=2,20. Afterwards:
 # python -m vae_lab.report outputs/sweeps/<date_time> (see docs/sweeps.md).

@@ -86,9 +86,10 @@ def check_aliases(cfg: DictConfig) -> None:
             raise VaeLabError(f"{nested}={raw}: {nested} follows {top}; set {top}={raw} instead")
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, own_folder: bool = False) -> None:
     """Raise VaeLabError naming the first invalid top-level value, before anything is built (the
-    command line and ``vae_lab.train_run`` call it before they import torch and Lightning)."""
+    command line and ``vae_lab.train_run`` call it before they import torch and Lightning).
+    ``own_folder``: output_dir holds this very run, which a sweep job goes on with (``vae_lab.sweep``)."""
     if missing := sorted(OmegaConf.missing_keys(cfg)):
         raise VaeLabError(f"{missing[0]} has no value: give it on the command line, {missing[0]}=...")
     check_aliases(cfg)
@@ -110,6 +111,6 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise VaeLabError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     taken = [name for name in RUN_FILES if (Path(cfg.output_dir) / name).exists()]
-    if taken and process_rank() == 0:  # the other DDP processes join the folder of process 0
+    if taken and not own_folder and process_rank() == 0:  # the other DDP processes join the folder of process 0
         raise VaeLabError(f"output_dir={cfg.output_dir} already holds a run ({', '.join(taken)}); "
                           "a new run needs a new folder (resume with ckpt_path=.../last.ckpt)")

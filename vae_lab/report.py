@@ -7,8 +7,9 @@ Each path is a run folder (it holds summary.json or .hydra/) or a folder of runs
 quoted glob of them. Writes into ``--out`` (default: the folder given, when it is one sweep folder;
 else ``outputs/reports/<date_time>``):
   report.md             one row per run: the settings that differ between runs, its status and final
-                        losses per sample (train loss, val loss, reconstruction, KL; nats for bce) and
-                        the numbers of its evaluation (summary.json, metrics.json); then, for runs that
+                        losses per sample (train loss, val loss, reconstruction, KL; nats for bce; and
+                        val_bits_per_dim for a likelihood of 8-bit pixels) and the numbers of its
+                        evaluation (summary.json, metrics.json: test_bits_per_dim, ...); then, for runs that
                         differ only in their seed, one row per group with the mean ± standard deviation
   rate_distortion.png   final val KL (rate) against val reconstruction (distortion), a point per
                         run labelled with β, a line per z_dim
@@ -36,7 +37,7 @@ import matplotlib.pyplot as plt
 from PIL import Image
 
 from vae_lab.errors import VaeLabError
-from vae_lab.runs import SUMMARY_FILE, numbers
+from vae_lab.runs import SUMMARY_FILE, job_order, numbers
 
 # column -> key of the summary's final losses
 LOSSES = {"train loss": "train_loss", "val loss": "val_loss", "val recon": "val_recon", "val KL": "val_kl"}
@@ -47,11 +48,6 @@ USAGE = "python -m vae_lab.report <run or sweep folder> [more folders or globs] 
 
 def is_run(path: Path) -> bool:
     return (path / SUMMARY_FILE).is_file() or (path / ".hydra").is_dir()
-
-
-def job_order(path: Path):
-    number = path.name.split("-")[0]
-    return (int(number), path.name) if number.isdigit() else (math.inf, path.name)
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -90,6 +86,8 @@ def read_run(run_dir: Path) -> dict:
     final = numbers(summary.get("final") if isinstance(summary.get("final"), dict) else {})
     metrics = numbers(summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {})
     metrics.update(numbers(read_json(run_dir / "metrics.json")))
+    if "val_bits_per_dim" in final:  # likelihoods of 8-bit pixels: the final ELBO in bits per dimension too
+        metrics = {"val_bits_per_dim": final["val_bits_per_dim"], **metrics}
     return {"dir": run_dir, "name": run_dir.name, "settings": settings, "status": status,
             "losses": {column: final[key] for column, key in LOSSES.items() if key in final},
             "metrics": metrics}

@@ -10,6 +10,8 @@ executed. What it holds is then read as plain values only: the run's config (Lig
 (``vae_lab.registry``) and give them checked arguments, and nothing in it is ever called, imported
 or instantiated by name (its ``plugins`` are only named back to the user, never imported).
 """
+import json
+import math
 import os
 import re
 from pathlib import Path
@@ -147,3 +149,15 @@ def load_model(run: str | os.PathLike, which: str = "last") -> tuple[VAE, dict, 
 def numbers(values: dict) -> dict:
     """The entries of values that are plain numbers (not bools)."""
     return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def job_order(path: Path):
+    """Sort key of a sweep's run folder: its job number, from its record (``job.json``:
+    vae_lab.sweep names job folders by their overrides), or the ``<number>-`` that began job
+    folders' names before; name order after numbered jobs."""
+    try:
+        number = json.loads((path / "job.json").read_text()).get("number")
+    except (OSError, ValueError, AttributeError):
+        number = None
+    number = path.name.split("-")[0] if number is None else number
+    return (int(number), path.name) if str(number).isdigit() else (math.inf, path.name)

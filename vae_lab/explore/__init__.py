@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from vae_lab.errors import VaeLabError
+from vae_lab.runs import job_order
 
-# torch is imported where it is used, so that the command line's checks of its paths stay fast
 PAGE = Path(__file__).with_name("page")  # index.html, explorer.js, style.css: copied as they are
 RUN_DATA = "<!-- vae_lab: run data -->"  # where index.html gets one <script> per run
 # likelihood (loss.likelihood) -> the function of the decoder's outputs that gives the image mean
@@ -41,11 +41,6 @@ TOLERANCE = 1e-4  # the exported decoder against torch's, per pixel in [0, 1]
 
 def is_run(path: Path) -> bool:
     return (path / "summary.json").is_file() or (path / "checkpoints").is_dir()
-
-
-def job_order(path: Path):
-    number = path.name.split("-")[0]  # a Hydra sweep names its runs <job number>-...
-    return (int(number), path.name) if number.isdigit() else (math.inf, path.name)
 
 
 def status_of(run: Path) -> str:

@@ -38,7 +38,8 @@ def build_model(config: Mapping) -> VAE:
     by the caller (``vae_lab.registry.load_plugins``)."""
     plugins = config.get("plugins") or ()
     image_shape, num_classes = data_shape(config)
-    MODELS.get(name_of(config["model"]), plugins)  # an unknown model is the first thing to say
+    if "name" in config["model"]:  # an unknown model is the first thing to say (a model that names code: MODELS.build)
+        MODELS.get(config["model"]["name"], plugins)
     loss = config.get("loss") if isinstance(config.get("loss"), Mapping) else {}
     chosen = loss.get("likelihood", "bce")
     likelihood = LIKELIHOODS.build(chosen, plugins, key="loss.likelihood")

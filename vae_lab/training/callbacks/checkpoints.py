@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from vae_lab.events import mark_epoch
 from vae_lab.io import write_atomically
 from vae_lab.registry import CALLBACKS
 from vae_lab.runs import BEST_NAME, load_checkpoint
@@ -36,12 +37,15 @@ class RunCheckpoints(ModelCheckpoint):
 
     Lightning's own ``save_last`` writes last.ckpt only on epochs that also save a new best
     (Lightning 2.6), and a run resumed into a new folder forgets the best it resumed from; both
-    are handled here.
+    are handled here. A run resumed in its own folder (a sweep's, ``vae_lab.sweep``) trains the
+    killed epoch again: its best, if that epoch saved one, is written again under the same name,
+    not beside it as ``-v1``, and each epoch's start is marked in the TensorBoard events, where the
+    resume cuts them (``vae_lab.events``).
     """
 
     def __init__(self, dirpath: str | None = None):
         super().__init__(dirpath=dirpath, filename="best-epoch{epoch:02d}", monitor="val/loss", save_top_k=1,
-                         auto_insert_metric_name=False)
+                         auto_insert_metric_name=False, enable_version_counter=False)
         self._resumed_state = None
         self._state_key = super().state_key
 
@@ -50,6 +54,10 @@ class RunCheckpoints(ModelCheckpoint):
         # Lightning reads it at every hook of every step, and ModelCheckpoint builds it anew from
         # its settings each time; they do not change.
         return self._state_key
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            mark_epoch(trainer.logger, trainer.global_step)
 
     def on_train_epoch_end(self, trainer, pl_module):
         super().on_train_epoch_end(trainer, pl_module)  # the best is saved after validation, before this
