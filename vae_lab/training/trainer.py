@@ -10,6 +10,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, Checkpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from vae_lab.arguments import check_settings
 from vae_lab.errors import VaeLabError
@@ -50,9 +51,11 @@ def build_logger(settings: Mapping | None, output_dir: Path) -> TensorBoardLogge
     return TensorBoardLogger(save_dir=output_dir, name="", version="", **settings)
 
 
-def build_trainer(settings: Mapping, logger: Mapping | None, callbacks: Sequence[Callback], output_dir: Path) -> L.Trainer:
+def build_trainer(settings: Mapping, logger: Mapping | None, callbacks: Sequence[Callback], output_dir: Path,
+                  checkpoint_io: CheckpointIO | None = None) -> L.Trainer:
     """A ``lightning.Trainer`` from ``trainer:`` (less vae_lab's own keys, and the clipping that
-    ``MultiStepVAE`` applies itself), writing into ``output_dir``, with exactly ``callbacks``."""
+    ``MultiStepVAE`` applies itself), writing into ``output_dir``, with exactly ``callbacks``;
+    checkpoints written by ``checkpoint_io`` (default ``AtomicCheckpointIO``)."""
     arguments = {key: value for key, value in settings.items() if key not in STEPPING}
     if stepping(settings):
         arguments = {key: value for key, value in arguments.items() if key not in CLIPPING}
@@ -66,7 +69,7 @@ def build_trainer(settings: Mapping, logger: Mapping | None, callbacks: Sequence
     try:
         return L.Trainer(
             **arguments, logger=build_logger(logger, output_dir), callbacks=list(callbacks),
-            plugins=[AtomicCheckpointIO()], default_root_dir=output_dir,
+            plugins=[checkpoint_io or AtomicCheckpointIO()], default_root_dir=output_dir,
             # Lightning adds a progress bar and a checkpoint callback of its own unless told not to:
             # the run has those of its callbacks: config, and no others.
             enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
