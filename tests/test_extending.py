@@ -209,3 +209,25 @@ def test_a_plugin_schedule_and_callback_train_as_the_builtins_do(tmp_path, monke
         train(make_config(tmp_path / "refused", "plugins=[my_extras]", "kl_schedule.name=sigmoid",
                           "+kl_schedule.steepness=-1", *TINY_RUN))
     assert not (tmp_path / "refused").exists()
+
+
+def test_a_plugin_likelihood_of_two_outputs_per_pixel_trains_draws_and_evaluates(tmp_path, monkeypatch, data_root):
+    """docs/extending.md's my_laplace.py: the decoder's last layer grows to its 2 outputs per pixel
+    value, and the loss, the pictures, the IWAE bound and a checkpoint read back all use them."""
+    (tmp_path / "my_laplace.py").write_text(next(block for block in blocks("python") if block.startswith("# my_laplace.py")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    train(make_config(run, "plugins=[my_laplace]", "loss.likelihood={name: laplace_scaled, min_scale: 0.02}",
+                      "epochs=1", *TINY_RUN, "callbacks.figures.every_n_epochs=0"))
+    model, config, _ = load_model(run)
+    assert model.output_shape == (2, 28, 28) and model.decoder[-1].out_features == 2 * 784
+    assert config["loss"]["likelihood"] == {"name": "laplace_scaled", "min_scale": 0.02}
+    drawn = np.asarray(Image.open(run / "samples_drawn.png").convert("L")).astype(int)
+    assert drawn.shape == np.asarray(Image.open(run / "samples.png").convert("L")).shape
+    assert np.abs(drawn - np.asarray(Image.open(run / "samples.png").convert("L"))).max() > 0  # draws, not means
+    evaluate_main([f"run={run}", "k=5", "n_images=50", "n_samples=0", "disentanglement=false"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_nll_laplace_scaled"]) and "test_bits_per_dim" not in metrics  # a density
+    with pytest.raises(VaeLabError, match=r"^loss.likelihood.min_scale=-1 must be a number > 0"):
+        train(make_config(tmp_path / "refused", "plugins=[my_laplace]", "loss.likelihood={name: laplace_scaled, min_scale: -1}",
+                          *TINY_RUN))

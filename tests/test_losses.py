@@ -104,11 +104,11 @@ def test_mse_is_the_squared_error_of_the_probabilities_summed_over_pixels():
     torch.testing.assert_close(LIKELIHOODS.build("mse").reconstruction(logits, x), torch.full((2,), 784 * 0.25))
 
 
-@pytest.mark.parametrize("likelihood", ["bce", "mse"])
+@pytest.mark.parametrize("likelihood", ["bce", "mse", "gaussian", "logistic_mixture", "categorical"])
 def test_the_fast_iwae_log_probability_equals_the_plain_one(likelihood):
     torch.manual_seed(0)
-    logits, x = torch.randn(3, 5, 784), torch.rand(3, 784)
     owner = LIKELIHOODS.build(likelihood)
+    logits, x = torch.randn(3, 5, owner.outputs(1), 28, 28), torch.rand(3, 1, 28, 28)
     plain = owner.log_prob(logits.flatten(0, 1), x.repeat_interleave(5, 0)).view(3, 5)
     torch.testing.assert_close(owner.flat_log_prob(logits, x), plain, rtol=1e-5, atol=1e-3)
     # and the base class's way, which a likelihood of one's own inherits
@@ -125,8 +125,9 @@ def test_losses_are_per_sample_batch_means():
 
 
 def test_unknown_likelihood_is_refused():
-    with pytest.raises(VaeLabError, match=r"^loss.likelihood.name=gaussian is not a registered likelihood \(registered: bce, mse\)"):
-        make_model(likelihood="gaussian")
+    with pytest.raises(VaeLabError, match=r"^loss.likelihood.name=poisson is not a registered likelihood "
+                                          r"\(registered: bce, mse, gaussian, logistic_mixture, categorical\)"):
+        make_model(likelihood="poisson")
 
 
 def test_the_model_owns_its_likelihood_and_the_loss_asks_it():

@@ -124,6 +124,7 @@ PRESETS = {
     "vamp_baseline": (DENSE, "bce", 50, 280, 1.0, None),
     "fashion_beta": (CONV, "mse", 20, 10, 1.0, {"beta": "1,3,8,16"}),
     "fashion_z2": (CONV, "mse", 2, 20, 1.0, None),
+    "fashion_bits": (CONV, {"name": "logistic_mixture", "components": 5}, 32, 30, 1.0, None),
     "disentangle_beta": (CONV, "mse", 10, 10, 1.0, {"beta": "1,3,8,16", "seed": "0,1,2"}),
     "disentangle_btcvae": (CONV, "mse", 10, 10, 1.0, {"beta": "8,16", "seed": "0,1,2"}),
 }

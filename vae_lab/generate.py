@@ -9,6 +9,8 @@ folder, ``<file stem>-generated`` beside it):
                             [0, 1], their latents drawn by ``sampler`` (prior, gmm or vae2:
                             vae_lab.evaluation.samplers; a fitted one is fitted once and kept beside the
                             checkpoint), (cvae: of class ``label``, or classes in turn plus labels.npy)
+  samples_drawn.png         for a likelihood that draws images of its own (loss=gaussian, logistic,
+                            categorical): images drawn from p(x|z) at the same latents, not its means
   digits.png                cvae: one row per class (the prior: the same 10 z in every row; a fitted
                             sampler: 10 draws for that class)
   manifold.png              z_dim = 2: the 16x16 grid of decoded prior quantiles (cvae: needs label)
@@ -71,10 +73,14 @@ def generate(options) -> Path:
         rows = torch.arange(model.num_classes).repeat_interleave(figures.ROW_LENGTH)
         z_rows = sampler.sample(len(rows), model, rows, options.seed).view(model.num_classes, figures.ROW_LENGTH, -1)
         save_image(figures.digit_rows(model, z_rows if sampler.fitted else z_rows[0]), out / "digits.png")
-    images = decode_images(model, sampler.sample(options.n, model, labels, options.seed), labels)
+    z = sampler.sample(options.n, model, labels, options.seed)
+    images = decode_images(model, z, labels)
     # the layout data=images reads: N x H x W grey, N x H x W x C colour
     np.save(out / "samples.npy", (images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)).numpy())
     save_image(figures.grid(images, nrow=int(options.n ** 0.5)), out / "samples.png")
+    if figures.draws_differ(model):  # the same latents, images drawn from p(x|z)
+        drawn = decode_images(model, z, labels, seed=options.seed)
+        save_image(figures.grid(drawn, nrow=int(options.n ** 0.5)), out / "samples_drawn.png")
     if model.z_dim == 2 and (not model.num_classes or options.label is not None):
         save_image(figures.manifold(model, label=options.label), out / "manifold.png")
     save_image(figures.interpolation(model, test_digits[between], test_labels[between], label=options.label),

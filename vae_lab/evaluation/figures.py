@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from vae_lab.evaluation.inference import decode_images, posterior
+from vae_lab.likelihoods.base import Likelihood
+
 GRID_SIDE = 16  # tiles per side of the manifold and per row of a traversal
 ROW_LENGTH = 10  # tiles per class in the rows of a conditional model's picture, and of an interpolation
 
@@ -25,24 +27,37 @@ def prior_quantiles(model, n: int = GRID_SIDE) -> torch.Tensor:
     return model.prior.quantiles(torch.linspace(0.05, 0.95, n, dtype=torch.float64)).detach().cpu()
 
 
+def draws_differ(model) -> bool:
+    """Whether the model's likelihood draws images of its own (``Likelihood.sample``) rather than
+    giving its mean: the pictures then show a draw beside the mean (a grey level's Bernoulli draw,
+    black or white, would show nothing the mean does not)."""
+    return type(model.likelihood).sample is not Likelihood.sample
+
+
 def reconstructions(model, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Originals (first row) over their reconstructions from the posterior mean (second row)."""
+    """Originals (first row) over their reconstructions from the posterior mean (second row: the
+    likelihood's mean; third, for a likelihood that draws, a draw from it, seed 0)."""
     mu, _ = posterior(model, images, labels)
-    return grid(torch.cat([images, decode_images(model, mu, labels)]), nrow=len(images))
+    rows = [images, decode_images(model, mu, labels)]
+    if draws_differ(model):
+        rows.append(decode_images(model, mu, labels, seed=0))
+    return grid(torch.cat(rows), nrow=len(images))
 
 
-def samples(model, z: torch.Tensor) -> torch.Tensor:
-    """Grid of decoded latents z (N, z_dim), e.g. draws from the prior: the same z, the same tiles."""
-    return grid(decode_images(model, z), nrow=int(len(z) ** 0.5))
+def samples(model, z: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    """Grid of decoded latents z (N, z_dim), e.g. draws from the prior: the same z, the same tiles;
+    the likelihood's means, or with a ``seed`` draws from it."""
+    return grid(decode_images(model, z, seed=seed), nrow=int(len(z) ** 0.5))
 
 
-def digit_rows(model, z: torch.Tensor) -> torch.Tensor:
+def digit_rows(model, z: torch.Tensor, seed: int | None = None) -> torch.Tensor:
     """Conditional models: one row per class (0 at the top). z (n, z_dim): column j decodes
-    z[j] in every row; z (classes, n, z_dim): row c decodes z[c] (a sampler's draws for class c)."""
+    z[j] in every row; z (classes, n, z_dim): row c decodes z[c] (a sampler's draws for class c);
+    the likelihood's means, or with a ``seed`` draws from it."""
     classes = model.num_classes
     z = z.expand(classes, *z.shape) if z.dim() == 2 else z
     labels = torch.arange(classes).repeat_interleave(z.shape[1])
-    return grid(decode_images(model, z.flatten(0, 1), labels), nrow=z.shape[1])
+    return grid(decode_images(model, z.flatten(0, 1), labels, seed=seed), nrow=z.shape[1])
 
 
 def manifold_latents(model, n: int = GRID_SIDE) -> torch.Tensor:

@@ -15,6 +15,14 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def decoded_batch(model, batch_size: int) -> int:
+    """How many latents to decode at once where ``batch_size`` would be right for one decoder output
+    per pixel value: fewer for a likelihood of several (a logistic mixture's 15 per grey pixel), so
+    that their outputs, and the likelihood's work on them, take no more memory."""
+    channels = model.image_shape[0]
+    return max(1, batch_size * channels // model.likelihood.outputs(channels))
+
+
 @torch.no_grad()
 def posterior(model, images: torch.Tensor, labels: torch.Tensor | None = None,
               batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,13 +39,17 @@ def posterior(model, images: torch.Tensor, labels: torch.Tensor | None = None,
 
 @torch.no_grad()
 def decode_images(model, z: torch.Tensor, labels: torch.Tensor | None = None,
-                  batch_size: int = 1000) -> torch.Tensor:
-    """The images (N, C, H, W) the model's likelihood expects for the latents z (its ``mean``)."""
+                  batch_size: int = 1000, seed: int | None = None) -> torch.Tensor:
+    """The images (N, C, H, W) the model's likelihood expects for the latents z (its ``mean``), or
+    with a ``seed`` images drawn from it (its ``sample``), the same draws for the same seed."""
     device = device_of(model)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     images = []
-    for index in torch.arange(len(z)).split(batch_size):
+    for index in torch.arange(len(z)).split(decoded_batch(model, batch_size)):
         y = None if labels is None else labels[index].to(device)
-        images.append(model.likelihood.mean(model.decode(z[index].to(device), y)).cpu())
+        logits = model.decode(z[index].to(device), y)
+        decoded = model.likelihood.mean(logits) if seed is None else model.likelihood.sample(logits, generator)
+        images.append(decoded.cpu())
     return torch.cat(images) if images else torch.empty(0, *model.image_shape)
 
 

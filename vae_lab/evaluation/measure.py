@@ -1,6 +1,7 @@
 """Everything ``python -m vae_lab.evaluate`` (and ``callbacks=evaluate``) measures of a trained
 model on its run's test images, in one dict (``measure_run``; what each number means: the
 evaluate command's docstring and docs/metrics.md)."""
+import math
 from pathlib import Path
 
 import torch
@@ -61,6 +62,8 @@ def measure_run(model, config: dict, k: int = 1000, n_images: int = 10_000, n_sa
         **metrics.latent_metrics(model, mu, logvar),
         "likelihood": likelihood, "binarize": config["data"].get("binarize", "none"),
     }
+    if model.likelihood.discrete_8bit:  # a probability over the 256 levels: the papers' unit too
+        result["test_bits_per_dim"] = nll / (model.pixels * math.log(2))
     if disentanglement:
         result.update(factor_metrics(config["data"], grey.tensors[0], mu, labels, seed))
         if "factor_mi" in result and not model.num_classes and traversal_path is not None:

@@ -15,7 +15,8 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from vae_lab.evaluation.classifier import Features, predict
-from vae_lab.evaluation.inference import ACTIVE_UNIT_VARIANCE, decode_images, device_of, kl_per_dimension
+from vae_lab.evaluation.inference import (ACTIVE_UNIT_VARIANCE, decode_images, decoded_batch, device_of,
+                                          kl_per_dimension)
 from vae_lab.gaussian import log_q
 from vae_lab.evaluation.samplers import FromPrior
 
@@ -41,18 +42,19 @@ def log_weights(model, x: torch.Tensor, y: torch.Tensor, k: int, generator: torc
                 max_rows: int = 4096) -> torch.Tensor:
     """log w = log p(x|z) + log p(z) − log q(z|x) for k draws z ~ q(z|x) per image: (B, k) nats.
 
-    At most ``max_rows`` latents are decoded at once (k is split into chunks): memory stays bounded,
-    and the decoded logits of a chunk stay in the processor's cache for the sums that read them.
+    At most ``max_rows`` latents are decoded at once (k is split into chunks), fewer for a likelihood
+    of several outputs per pixel value: memory stays bounded, and the decoded logits of a chunk stay
+    in the processor's cache for the sums that read them.
     """
     mu, logvar = model.encode(x, y)
-    chunk = max(1, max_rows // len(x))
+    chunk = max(1, decoded_batch(model, max_rows) // len(x))
     weights = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         eps = torch.randn(len(x), n, mu.shape[1], generator=generator, dtype=mu.dtype).to(mu.device)
         z = model.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), eps)  # (B, n, z_dim)
-        logits = model.decode(z.flatten(0, 1), y.repeat_interleave(n)).view(len(x), n, -1)
-        log_px = model.likelihood.flat_log_prob(logits, x.flatten(1))
+        logits = model.decode(z.flatten(0, 1), y.repeat_interleave(n)).view(len(x), n, *model.output_shape)
+        log_px = model.likelihood.flat_log_prob(logits, x)
         weights.append(log_px + model.prior.log_prob(z) - log_q(eps, logvar.unsqueeze(1)))
     return torch.cat(weights, dim=1)
 
@@ -85,7 +87,7 @@ def elbo_terms(model, images: torch.Tensor, labels: torch.Tensor,
     generator = torch.Generator().manual_seed(seed)
     sums = {}
     with seeded_globally(model, seed):
-        for x, y in _batches(model, images, labels, batch_size):
+        for x, y in _batches(model, images, labels, decoded_batch(model, batch_size)):
             mu, logvar = model.encode(x, y)
             eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
             z = model.reparameterize(mu, logvar, eps)

@@ -10,6 +10,11 @@ shape of the images, unless a likelihood says otherwise); a likelihood says what
                                −log_prob by default, a likelihood may drop constants
     mean(logits)               the image the decoder expects (B, C, H, W), pixels in [0, 1]: what
                                pictures, samples and the classifier see
+    sample(logits, generator)  an image drawn from p(x|z) (B, C, H, W) (default: the mean); pictures
+                               show one beside the mean where the likelihood draws its own
+    discrete_8bit              True when log_prob is a probability over the 256 levels of 8-bit
+                               pixels (vae_lab.likelihoods.discretized): its NLLs are also reported
+                               in bits per dimension
 
 The model owns its likelihood (``model.likelihood``, built once by ``vae_lab.models.build_model``):
 the loss, the IWAE bound, the metrics and every picture call these through it, never a formula of
@@ -21,6 +26,8 @@ from torch import nn
 
 
 class Likelihood(nn.Module):
+    discrete_8bit = False
+
     def __new__(cls, *args, **kwargs):
         # A likelihood of one's own may set its settings in an __init__ that never calls
         # super().__init__() (docs/extending.md showed one so); the module's bookkeeping is made
@@ -44,8 +51,13 @@ class Likelihood(nn.Module):
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.mean(logits)
+
     def flat_log_prob(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) (B, n) of logits (B, n, D) of n latents per image against images x (B, D), flat
-        over the D pixels. A likelihood may override it to avoid the n copies of x made here."""
+        """log p(x|z) (B, n) of the decoder outputs (B, n, outputs(C), H, W) of n latents per image
+        against the images x (B, C, H, W), as the IWAE bound asks. A likelihood may override it to
+        avoid the n copies of x made here."""
         images, n = logits.shape[:2]
-        return self.log_prob(logits.flatten(0, 1), x.unsqueeze(1).expand_as(logits).flatten(0, 1)).view(images, n)
+        copies = x.unsqueeze(1).expand(images, n, *x.shape[1:])
+        return self.log_prob(logits.flatten(0, 1), copies.flatten(0, 1)).view(images, n)

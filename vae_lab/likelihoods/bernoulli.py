@@ -17,5 +17,6 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(logits)
 
     def flat_log_prob(self, logits, x):
-        # −BCE = x·l − softplus(l); the x·l sum as one batched product, x never copied
-        return torch.bmm(logits, x.unsqueeze(-1)).squeeze(-1) - F.softplus(logits).sum(-1)
+        # −BCE = x·l − softplus(l); the x·l sum as one batched product over the flat pixels, x never copied
+        logits = logits.flatten(2)
+        return torch.bmm(logits, x.flatten(1).unsqueeze(-1)).squeeze(-1) - F.softplus(logits).sum(-1)

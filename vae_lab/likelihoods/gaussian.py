@@ -21,4 +21,6 @@ class FixedGaussian(Likelihood):
         return torch.sigmoid(logits)
 
     def flat_log_prob(self, logits, x):
-        return -(torch.sigmoid(logits) - x.unsqueeze(1)).pow(2).sum(-1) - 0.5 * x.shape[-1] * math.log(math.pi)
+        x = x.flatten(1)
+        squared_error = (torch.sigmoid(logits.flatten(2)) - x.unsqueeze(1)).pow(2).sum(-1)
+        return -squared_error - 0.5 * x.shape[-1] * math.log(math.pi)

@@ -29,7 +29,9 @@ class ConvVAE(VAE):
             raise ValueError(f"images of {size} are too small for its stride-2 convolution (at least 4x4 pixels)")
         if self.pixels * self.outputs > MAX_DECODER_WEIGHTS:
             raise ValueError(f"images of {size} would need a dense {self.pixels}x{self.outputs} decoder layer "
-                             f"({self.pixels * self.outputs:,} weights); use smaller images or a model of your own")
+                             f"({self.pixels * self.outputs:,} weights, {self.output_shape[0]} outputs per pixel position "
+                             "for the likelihood); use smaller images, a likelihood of fewer outputs (e.g. "
+                             "loss.likelihood.components) or a model of your own")
         c1, c2, c3 = channels
         features = c3 * math.ceil(height / 2) * math.ceil(width / 2)  # after the stride-2 convolution
         self.encoder = nn.Sequential(

@@ -94,8 +94,22 @@ class VAELoss:
                               f"beta={kl_schedule.beta})")
 
     def __call__(self, model, x, y, mu, logvar, kl_schedule, epoch: float | None = None) -> dict[str, torch.Tensor]:
+        eps = torch.randn(self.iwae_k, *mu.shape, dtype=mu.dtype, device=mu.device)
+        terms, (z, recon, log_pz) = self.terms(model, x, y, mu, logvar, kl_schedule.weight(epoch), eps)
+        loss = terms.pop("fit") + kl_schedule.term(terms.pop("penalised"), epoch)
+        if self.estimator == "dreg" and z.requires_grad:
+            surrogate = dreg_bound(z, mu, logvar, recon, log_pz).mean()
+            loss = loss.detach() + (surrogate - surrogate.detach())  # the loss's value, the surrogate's gradient
+        return {"loss": loss, **terms, **bits_per_dim(model, x, terms["recon"], terms["kl"])}
+
+    def terms(self, model, x, y, mu, logvar, weight, eps: torch.Tensor):
+        """The loss's tensor arithmetic, without drawing noise or reading the schedule, so that it
+        runs unchanged under ``torch.func.vmap`` (``vae_lab.training.stacked``): ``eps`` (k, B, z_dim)
+        the standard normal draws, ``weight`` the KL schedule's weight (a float, or a 0-d tensor).
+        Returns ({'fit': the batch-mean reconstruction part, 'penalised': the KL the schedule's term
+        takes, 'recon', 'kl', each layer's KL}, (z, recon, log_pz) for ``dreg_bound``); the loss is
+        fit + ``kl_schedule.term(penalised)``."""
         k, prior = self.iwae_k, model.prior
-        eps = torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)
         z = model.reparameterize(mu, logvar, eps)  # (k, B, z_dim)
         # expand + flatten: a view for k = 1, the k copies otherwise
         logits = model.decode(z.flatten(0, 1), None if y is None else y.expand(k, -1).flatten())
@@ -108,20 +122,26 @@ class VAELoss:
             r = log_pz - log_q(eps, logvar)
             # the prior ratio carries the schedule's weight, as the KL term does: the β-weighted
             # bound, which stays bounded while a warm-up holds β near 0
-            fit = math.log(k) - torch.logsumexp(-recon + kl_schedule.weight(epoch) * (r - r.mean(0)), dim=0)
+            fit = math.log(k) - torch.logsumexp(-recon + weight * (r - r.mean(0)), dim=0)
         if self.free_bits:
             kl_per_dim = prior.kl_per_dim(mu, logvar)
             kl = kl_per_dim.sum(1).mean()
             penalised = kl_per_dim.mean(0).clamp(min=self.free_bits).sum()
         else:
             kl = penalised = prior.kl(mu, logvar, z, log_pz).mean()
-        loss = fit.mean() + kl_schedule.term(penalised, epoch)
-        if self.estimator == "dreg" and z.requires_grad:
-            surrogate = dreg_bound(z, mu, logvar, recon, log_pz).mean()
-            loss = loss.detach() + (surrogate - surrogate.detach())  # the loss's value, the surrogate's gradient
         with torch.no_grad():  # a layered prior's KL per layer, reported only: its own draw of the upper layers
             layer_kls = {name: value.mean() for name, value in prior.layer_kls(mu, logvar, z).items()}
-        return {"loss": loss, "recon": recon.mean(), "kl": kl, **layer_kls}
+        terms = {"fit": fit.mean(), "penalised": penalised, "recon": recon.mean(), "kl": kl, **layer_kls}
+        return terms, (z, recon, log_pz)
+
+
+def bits_per_dim(model, x: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{'bits_per_dim': the negative ELBO, recon + KL (β = 1), in bits per pixel value} for a
+    likelihood over 8-bit levels (``Likelihood.discrete_8bit``), whose recon is −log p(x|z) in nats:
+    the ELBO's bound on the NLL in the unit of the papers' tables; {} for the others."""
+    if not model.likelihood.discrete_8bit:
+        return {}
+    return {"bits_per_dim": ((recon + kl) / (x[0].numel() * math.log(2))).detach()}
 
 
 def dreg_bound(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, recon: torch.Tensor,
@@ -222,4 +242,5 @@ class BTCVAELoss(VAELoss):
         recon = model.likelihood.reconstruction(model.decode(z, y), x).mean()
         terms = tc_decomposition(z, mu, logvar, model.prior, self.dataset_size)
         loss = recon + self.alpha * terms["mi"] + kl_schedule.weight(epoch) * terms["tc"] + self.gamma * terms["dim_kl"]
-        return {"loss": loss, "recon": recon, "kl": model.prior.kl(mu, logvar, z).mean(), **terms}
+        kl = model.prior.kl(mu, logvar, z).mean()
+        return {"loss": loss, "recon": recon, "kl": kl, **terms, **bits_per_dim(model, x, recon, kl)}

@@ -9,7 +9,7 @@ import torch
 from torchvision.utils import save_image
 
 from vae_lab.arguments import NonNegativeInt, PositiveInt
-from vae_lab.evaluation.figures import (ROW_LENGTH, digit_rows, kl_heatmap, latent_scatter, manifold,
+from vae_lab.evaluation.figures import (ROW_LENGTH, digit_rows, draws_differ, kl_heatmap, latent_scatter, manifold,
                                         reconstructions, samples, traversal)
 from vae_lab.evaluation.inference import dimension_information, kl_per_dimension, posterior
 from vae_lab.evaluation.samplers import FromPrior, fitted_sampler
@@ -58,7 +58,9 @@ class FigureLogger(Recording):
     Every ``every_n_epochs`` validation epochs (and at initialisation; 0 = only at the end) it logs
     ``images/reconstructions`` (16 fixed test digits over their reconstructions),
     ``images/samples`` (``n_samples`` fixed draws from the prior, from the run's seed) or, for a
-    conditional model, ``images/digits`` (one row per digit), and by latent size
+    conditional model, ``images/digits`` (one row per digit), for a likelihood that draws images of
+    its own (``loss=gaussian``, ``logistic``, ``categorical``) also ``images/samples_drawn`` (or
+    ``digits_drawn``: the same latents, images drawn from p(x|z) beside their means), and by latent size
     ``images/manifold`` and ``figures/latent_scatter`` (z_dim = 2) or ``images/traversal`` (z_dim > 2),
     and ``images/kl_per_dim``, the KL of every latent dimension at every validation logged so far.
     At the end of training it writes the same pictures as PNGs into the run folder, the samples
@@ -93,10 +95,12 @@ class FigureLogger(Recording):
         the scatter and the traversal's KL ordering use the given posteriors (see ``posteriors``),
         the samples ``samples_z`` (default: the fixed prior draws; (classes, ROW_LENGTH, z_dim) for class rows)."""
         figures = {"reconstructions": reconstructions(model, self.images[:16], self.labels[:16])}
-        if model.num_classes:
-            figures["digits"] = digit_rows(model, self.prior_draws(model)[:ROW_LENGTH] if samples_z is None else samples_z)
-        else:
-            figures["samples"] = samples(model, self.prior_draws(model) if samples_z is None else samples_z)
+        name, draw = ("digits", digit_rows) if model.num_classes else ("samples", samples)
+        if samples_z is None:
+            samples_z = self.prior_draws(model)[:ROW_LENGTH] if model.num_classes else self.prior_draws(model)
+        figures[name] = draw(model, samples_z)
+        if draws_differ(model):  # the same latents, each image drawn from p(x|z), not its mean
+            figures[f"{name}_drawn"] = draw(model, samples_z, seed=self.seed)
         if model.z_dim == 2:
             figures["latent_scatter"] = latent_scatter(mu, labels)
             if not model.num_classes:

@@ -27,7 +27,7 @@ from vae_lab.training.callbacks.base import Recording
 
 # the losses a summary holds at the end: key -> what LitVAE logs
 FINAL = {"val_loss": "val/loss", "val_recon": "val/recon", "val_kl": "val/kl", "train_loss": "train/loss_epoch",
-         "val_active_units": "val/active_units"}
+         "val_active_units": "val/active_units", "val_bits_per_dim": "val/bits_per_dim"}
 
 
 def run_settings(config: dict) -> dict:
