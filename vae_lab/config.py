@@ -2,6 +2,7 @@
 fails fast (each component checks its own settings when it is built); and the configs of runs from
 before the configs chose every component by name, read as the same runs by name (``upgraded``)."""
 import os
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -114,3 +115,19 @@ def check_config(cfg: DictConfig, own_folder: bool = False) -> None:
     if taken and not own_folder and process_rank() == 0:  # the other DDP processes join the folder of process 0
         raise VaeLabError(f"output_dir={cfg.output_dir} already holds a run ({', '.join(taken)}); "
                           "a new run needs a new folder (resume with ckpt_path=.../last.ckpt)")
+
+
+# What Hydra writes into a run folder before train(cfg) runs.
+HYDRA_FILES = {".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"}
+
+
+def remove_if_half_made(run_dir: Path) -> None:
+    """Remove run_dir if it holds nothing but what Hydra wrote for this process.
+
+    Hydra rewrites .hydra/ for every run it starts in a folder, so only train.log, which it appends
+    to, could hold something older: the folder is removed only while train.log is still empty.
+    """
+    log = run_dir / "train.log"
+    if ({str(path.relative_to(run_dir)) for path in run_dir.rglob("*")} <= HYDRA_FILES
+            and (not log.exists() or log.stat().st_size == 0)):
+        shutil.rmtree(run_dir)

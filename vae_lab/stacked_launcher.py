@@ -96,7 +96,7 @@ class StackedLauncher(Launcher):
     @staticmethod
     def refuse(returns: Sequence[JobReturn], error: Exception) -> None:
         """Stop the sweep with one line; remove the job folders that hold only what Hydra wrote."""
-        from vae_lab.train import remove_if_half_made
+        from vae_lab.config import remove_if_half_made
 
         if not isinstance(error, VaeLabError):
             raise error

@@ -12,7 +12,6 @@ config, checkpoints and TensorBoard events to outputs/ under the current folder.
 """
 import os
 import runpy
-import shutil
 import sys
 import tempfile
 import warnings
@@ -24,28 +23,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_lab import sweep
-from vae_lab.config import check_config
+from vae_lab.config import check_config, remove_if_half_made
 from vae_lab.errors import VaeLabError
 from vae_lab.stacked_launcher import StackedLauncher  # noqa: F401  registers hydra/launcher=stacked
 
 # vae-lab COMMAND ... runs python -m vae_lab.COMMAND ...; any other first word is part of a training
 # command line (no override is a bare word)
 COMMANDS = ("sweep", "explore")
-
-# What Hydra writes into a run folder before train(cfg) runs.
-HYDRA_FILES = {".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"}
-
-
-def remove_if_half_made(run_dir: Path) -> None:
-    """Remove run_dir if it holds nothing but what Hydra wrote for this process.
-
-    Hydra rewrites .hydra/ for every run it starts in a folder, so only train.log, which it appends
-    to, could hold something older: the folder is removed only while train.log is still empty.
-    """
-    log = run_dir / "train.log"
-    if ({str(path.relative_to(run_dir)) for path in run_dir.rglob("*")} <= HYDRA_FILES
-            and (not log.exists() or log.stat().st_size == 0)):
-        shutil.rmtree(run_dir)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
