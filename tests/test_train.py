@@ -61,6 +61,15 @@ def test_a_run_resumes_with_one_step_per_execution_only_if_it_trained_so(short_r
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_resuming_a_run_that_has_trained_its_epochs_asks_for_more(epochs, short_runs, tmp_path):
+    last = short_runs("dense-bce") / "checkpoints" / "last.ckpt"  # 2 epochs trained
+    with pytest.raises(VaeLabError, match=rf"^{last}: its run has trained 2 epochs, and epochs={epochs} leaves none "
+                                          r"to train; to go on, ask for more \(epochs=12, say\)$"):
+        train(make_config(tmp_path, f"ckpt_path={last}", f"epochs={epochs}", *SHORT_RUN))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_same_seed_gives_identical_runs(tmp_path):
     overrides = ["epochs=1", "seed=7", *SHORT_RUN, "trainer.limit_train_batches=20", "trainer.limit_val_batches=5"]
     losses = [train(make_config(tmp_path / run, *overrides)) for run in ("a", "b")]

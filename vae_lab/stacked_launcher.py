@@ -1,4 +1,4 @@
-"""``hydra/launcher=stacked``: the jobs of a sweep over β and seed trained as one stacked model in
+"""``hydra/launcher=stacked``: the jobs of a sweep over β, seed and lr trained as one stacked model in
 this process (``vae_lab.training.stacked``), each into the run folder Hydra gives it.
 
     python train.py -m model=conv beta=1,3,8,16 hydra/launcher=stacked
@@ -36,9 +36,12 @@ log = logging.getLogger(__name__)
 class StackedLauncherConf:
     # Hydra builds launchers only from its plugin namespace: hydra_plugins/vae_lab_stacked.py names this one there
     _target_: str = "hydra_plugins.vae_lab_stacked.StackedLauncher"
-    # the members' step as one vmap (true), one member after another (false, bit-exact), or null:
-    # vmap on a GPU, one after another on the CPU (vae_lab.training.stacked.StackedVAE._terms)
+    # the members' step as one vmap (true), each member's own step (false), or null: vmap on a GPU,
+    # each member's own on the CPU (vae_lab.training.stacked.StackedVAE._run_members)
     vectorized: Optional[bool] = None
+    # members stepping side by side, each in a thread at one of torch's threads; null: one per CPU
+    # thread (one on a GPU); 1: one after another, each member's step its run's very computation
+    workers: Optional[int] = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf)
@@ -49,9 +52,9 @@ class StackedLauncher(Launcher):
     A sweep that cannot stack (``vae_lab.training.stacked.check_stackable``) stops with one
     ``error: ...`` line before training, and the job folders Hydra made are removed again."""
 
-    def __init__(self, vectorized: bool | None = None):
+    def __init__(self, vectorized: bool | None = None, workers: int | None = None):
         super().__init__()
-        self.vectorized = vectorized
+        self.vectorized, self.workers = vectorized, workers
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -86,7 +89,7 @@ class StackedLauncher(Launcher):
         from vae_lab.training.stacked import train_stacked  # torch and Lightning, once the jobs are set up
 
         try:
-            losses = train_stacked(cfgs, vectorized=self.vectorized)
+            losses = train_stacked(cfgs, vectorized=self.vectorized, workers=self.workers)
         except VaeLabError as error:
             self.refuse(returns, error)
         for job, loss in zip(returns, losses):

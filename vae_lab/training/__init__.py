@@ -35,7 +35,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> float:
     plugins = load_plugins(cfg.plugins)
     config = upgraded(OmegaConf.to_container(cfg, resolve=True))
     steps = stepping(config["trainer"])
-    checkpoint = read_resumable(cfg.ckpt_path, steps.get("steps_per_execution", 1)) if cfg.ckpt_path else None
+    checkpoint = (read_resumable(cfg.ckpt_path, steps.get("steps_per_execution", 1), config["trainer"].get("max_epochs"))
+                  if cfg.ckpt_path else None)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # The same thread count, set: until torch.set_num_threads is called, MKL may change how many
     # threads a product uses from call to call (MKL_DYNAMIC), and Intel makes a fixed count a

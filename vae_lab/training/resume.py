@@ -7,17 +7,22 @@ from vae_lab.errors import VaeLabError
 from vae_lab.runs import CONFIG_KEY, load_checkpoint, stored_config
 
 
-def read_resumable(path: str | os.PathLike, steps_per_execution: int) -> dict:
+def read_resumable(path: str | os.PathLike, steps_per_execution: int, max_epochs: int | None = None) -> dict:
     """The checkpoint at ``path``, checked (``vae_lab.runs.stored_config``: a checkpoint whose
-    config names code is refused here too), and trained with the same way of stepping: Lightning
+    config names code is refused here too), trained with the same way of stepping (Lightning
     counts the steps of one optimizer step per Lightning step and of several in different places
-    of its state, so a run of one is never resumed as a run of the other."""
+    of its state, so a run of one is never resumed as a run of the other), and with epochs left
+    to train before ``max_epochs``: Lightning would resume a finished run to no training at all."""
     checkpoint = load_checkpoint(path)
     stored = stored_config(checkpoint, path)
     trained = (stored.get("trainer") or {}).get("steps_per_execution", 1)  # 1 for runs from before the key
     if (trained == 1) != (steps_per_execution == 1):
         raise VaeLabError(f"{path}: trained with trainer.steps_per_execution={trained}; resume it with "
                           f"trainer.steps_per_execution={trained}")
+    done = checkpoint.get("epoch", -1) + 1  # the epochs it finished (it is saved as its last epoch ends)
+    if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
+        raise VaeLabError(f"{path}: its run has trained {done} epochs, and epochs={max_epochs} leaves none to "
+                          f"train; to go on, ask for more (epochs={done + 10}, say)")
     return checkpoint
 
 

@@ -1,21 +1,22 @@
-"""A sweep over β and seed trained as one stacked model (issue 44): ``train_stacked(cfgs)``.
+"""A sweep over β, seed and lr trained as one stacked model (issue 44): ``train_stacked(cfgs)``.
 
-M runs that differ only in β and seed have models of the same shapes. Their weights are stacked
-along a new first dimension (``torch.func.stack_module_state``: a (M, *shape) tensor per weight),
-and one Lightning step trains all M on their own batches (M, B, C, H, W), through
-``functional_call`` of member 0's model: one member after another on its slice of the stacked
-weights (the CPU default: the very operations of its own run), or one ``torch.func.vmap`` over the
-members, each layer one batched product (the GPU default: fewer, larger kernels). Building, the
-data, Lightning's loop, each epoch's validation and the optimizer step are paid once instead of
-M times (docs/performance.md measures what that is worth).
+M runs that differ only in β, seed and learning rate have models of the same shapes, and train as
+one LightningModule (``StackedVAE``): one Trainer, one copy of the data, one loop, one optimizer
+over the M models (a parameter group per member), and each step a step of all M on their own
+batches (M, B, C, H, W). A step of the members is either each member's own, ``workers`` of them
+side by side in threads (the CPU default: a member per core), or one ``torch.func.vmap`` of the
+model over the members' weights stacked (M, *shape) (``functional_call``; the GPU default: each
+layer one batched product, fewer and larger kernels). Building, the data, Lightning's loop and
+each epoch's validation batches are paid once instead of M times (docs/performance.md measures
+what that is worth).
 
 Each member trains as its separate run would (``vae_lab.training.train``): its initial weights from
 ``seed_everything(seed)`` and ``build_model``; its batch order from ``EpochBatchSampler(seed)``; its
 reparameterisation noise from its own generator seeded as ``LitVAE._reseed`` seeds the default one;
-its KL schedule's term added to its own loss; its own Adam state (Adam is elementwise: one Adam over
-the stacked weights is M Adams, bit for bit). The total loss is the sum of the members' losses, so
-each member's gradient is its own loss's. The stepping is ``MultiStepVAE``'s own (subclassed, not
-copied), so Lightning's loop state, which every member's checkpoint carries, is a separate run's.
+its KL schedule's term added to its own loss; its gradient its own loss's; its own learning rate
+and optimizer state (its parameter group: the optimizer steps each group as a separate optimizer
+would). The stepping is ``MultiStepVAE``'s own (subclassed, not copied), so Lightning's loop state,
+which every member's checkpoint carries, is a separate run's.
 
 Each member writes what its separate run writes, into its own folder: config.yaml, TensorBoard
 events (the same tags at the same steps), ``checkpoints/last.ckpt`` and ``best-epochNN.ckpt``
@@ -25,13 +26,14 @@ and ``RunSummary`` (and ``RunCheckpoints``' state), called with ``MemberTrainer`
 as seen from that member, so no line of theirs is repeated here.
 
 What cannot stack is refused in one line before anything is written (``check_stackable``, and
-running statistics once the models are built): different shapes or settings other than β and seed,
+running statistics once the models are built): different shapes or settings other than β, seed and lr,
 noise drawn inside the model (``model=hvae``), losses other than ``elbo``, DReG's hooks, gradient
 clipping (a norm per member), resuming, several devices, evaluation at the end, and binarized
 data with different seeds (one copy of the data is shared).
 """
 import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,7 +42,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from vae_lab.cli import start_process
@@ -58,7 +60,7 @@ from vae_lab.training.module import LitVAE, MultiStepVAE
 from vae_lab.training.trainer import build_logger, build_trainer, stepping
 
 # What members may differ in: everything else must be equal (shapes, schedules, data, trainer).
-MEMBER_KEYS = ("beta", "kl_schedule.beta", "seed", "data.seed", "output_dir")
+MEMBER_KEYS = ("beta", "kl_schedule.beta", "seed", "data.seed", "lr", "optimizer.lr", "output_dir")
 SHAPE_GROUPS = ("model.", "prior.", "data.", "loss.likelihood", "z_dim", "batch_size")
 CALLBACKS_STACKED = ("checkpoints", "finite_guard", "figures", "progress_bar", "summary")
 RUN = "run without hydra/launcher=stacked"
@@ -78,11 +80,9 @@ def flat(config: dict, prefix: str = "") -> dict:
 def _why(key: str) -> str:
     if key.startswith(SHAPE_GROUPS):
         return "stacked members must share every shape"
-    if key in ("lr", "optimizer.lr"):
-        return "stacked members share one optimizer and its learning rate"
     if key in ("epochs", "trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches"):
         return "stacked members train the same steps and stop together"
-    return "stacked members may differ only in beta and seed"
+    return "stacked members may differ only in beta, seed and lr"
 
 
 def check_stackable(configs: Sequence[dict]) -> None:
@@ -141,6 +141,8 @@ class Member:
             self.checkpoints.dirpath = str(self.folder / "checkpoints")
         self.guarded = FiniteGuard in callbacks  # callbacks.finite_guard: stop at a non-finite loss
         self.figures, self.summary = callbacks.get(FigureLogger), callbacks.get(RunSummary)
+        self.weights = list(self.model.parameters())  # in the order of its run's optimizer
+        self.terms = MemberLoss(self.model, self.loss)
         self.noise = torch.Generator()
         self.metrics: dict[str, torch.Tensor] = {}  # the latest value of every epoch-level tag
         self.logger = None
@@ -180,8 +182,8 @@ class MemberTrainer:
 
 
 class MemberModule:
-    """A member as its callbacks read the LightningModule: ``model`` (its weights copied from the
-    stacked ones by ``StackedVAE.sync``), ``config``, ``seed``, ``sampler``, ``device``."""
+    """A member as its callbacks read the LightningModule: ``model`` (its own, trained in place),
+    ``config``, ``seed``, ``sampler``, ``device``."""
 
     def __init__(self, member: Member, device: torch.device):
         self.model, self.config, self.seed, self.sampler, self.device = (member.model, member.config, member.seed,
@@ -189,10 +191,10 @@ class MemberModule:
 
 
 class MemberLoss(nn.Module):
-    """One member's loss terms as a module, for ``functional_call`` with that member's weights:
-    (x, y, eps, weight) -> ({'fit', 'penalised', 'recon', 'kl', ...}, mu), the terms a run logs
-    (``VAELoss.__call__``'s, ``bits_per_dim`` included). Its weights are named ``model.<name>`` as
-    in a run's checkpoint."""
+    """One member's loss terms as a module, called as it is (each member's own step) or through
+    ``functional_call`` with the members' weights stacked (vmap): (x, y, eps, weight) -> ({'fit',
+    'penalised', 'recon', 'kl', ...}, mu), the terms a run logs (``VAELoss.__call__``'s,
+    ``bits_per_dim`` included). Its weights are named ``model.<name>`` as in a run's checkpoint."""
 
     def __init__(self, model: nn.Module, loss: VAELoss):
         super().__init__()
@@ -223,71 +225,99 @@ class StackedBatchSampler(Sampler):
 
 
 class StackedVAE(LitVAE):
-    """M members' models as one LightningModule: ``stacked`` holds each weight as (M, *shape), in the
-    order of the model's ``named_parameters`` (so the optimizer's state lines up with a run's); the
-    template ``model`` (member 0's, weights unused) gives ``functional_call`` the code. A step's
-    batch is (x (M, B, C, H, W), y (M, B)); it returns the sum of the members' losses. Logging,
-    epoch means, validation and the members' files go to each member (``Member``)."""
+    """M members' models in one LightningModule (``member_models``, so Lightning moves them to its
+    device), one optimizer over all of them with a parameter group per member (its own learning
+    rate; its state is its run's), one loop. A step's batch is (x (M, B, C, H, W), y (M, B)); the
+    members' gradients are taken as the step's loss is made (``_run_members``) and handed to the
+    optimizer by ``backward``. Logging, epoch means, validation and the members' files go to each
+    member (``Member``)."""
 
-    def __init__(self, members: Sequence[Member], data: ImageDataModule, plugins=(), vectorized: bool = False, **steps):
+    def __init__(self, members: Sequence[Member], data: ImageDataModule, plugins=(), **steps):
         config = members[0].config
-        params, buffers = stack_module_state([member.model for member in members])
-        names = [name for name, _ in members[0].model.named_parameters()]
-        stacked = [nn.Parameter(params[name]) for name in names]
-        template = copy.deepcopy(members[0].model).requires_grad_(False)
-        super().__init__(model=template, loss=members[0].loss,
-                         optimizer=OPTIMIZERS.build(config["optimizer"], plugins, params=stacked),
+        groups = [{"params": member.weights,  # an lr grid: each member's own learning rate
+                   **({"lr": member.config["optimizer"]["lr"]} if "lr" in member.config["optimizer"] else {})}
+                  for member in members]
+        super().__init__(model=members[0].model, loss=members[0].loss,
+                         optimizer=OPTIMIZERS.build(config["optimizer"], plugins, params=groups),
                          lr_schedule=LR_SCHEDULES.build(config["lr_schedule"], plugins), sampler=members[0].sampler,
                          seed=members[0].seed, config=config, **steps)
-        self.members, self.data, self.names, self.vectorized = list(members), data, names, vectorized
-        self.stacked = nn.ParameterList(stacked)
-        self.buffer_names = list(buffers)
-        for i, name in enumerate(self.buffer_names):
-            self.register_buffer(f"stacked_buffer{i}", buffers[name])
-        self.terms = MemberLoss(template, members[0].loss)  # every member's loss has the same settings
+        self.members, self.data = list(members), data
+        self.member_models = nn.ModuleList(member.model for member in members)
+        self.vectorized, self.workers, self.pool, self.grads = False, 1, None, None
         self.started = time.perf_counter()
-
-    def weights(self) -> tuple[dict, dict]:
-        """(params, buffers) for ``functional_call`` of ``MemberLoss``: name -> (M, *shape)."""
-        params = {f"model.{name}": p for name, p in zip(self.names, self.stacked)}
-        buffers = {f"model.{name}": getattr(self, f"stacked_buffer{i}") for i, name in enumerate(self.buffer_names)}
-        return params, buffers
 
     def member_state(self, i: int) -> dict:
         """Member i's model state_dict as its run's checkpoint holds it (``model.<name>``), copies."""
-        params, buffers = self.weights()
-        stacked = {**params, **buffers}
-        return {f"model.{name}": stacked[f"model.{name}"][i].detach().clone()
-                for name in self.members[i].model.state_dict()}
+        return {f"model.{name}": t.detach().clone() for name, t in self.members[i].model.state_dict().items()}
 
-    @torch.no_grad()
     def sync(self) -> None:
-        """Copy the stacked weights into each member's own model (for its pictures and summary)."""
-        for i, member in enumerate(self.members):
-            member.model.load_state_dict({name[len("model."):]: t for name, t in self.member_state(i).items()})
+        """Each member's model as its pictures and summary read it: in eval mode, as a run's after its validation."""
+        for member in self.members:
             member.model.eval()
 
-    def _terms(self, x, y, eps, weight, x_dims: int | None):
-        """``MemberLoss`` of every member, stacked: x and y per member (x_dims=0) or shared (None).
+    def _run_members(self, x, y, eps, weight, x_dims: int | None, epoch: float | None, backward: bool):
+        """Every member's loss (M,), terms ({name: (M,)}) and posterior means (M, B, z_dim), for x and
+        y per member (x_dims=0) or shared (None); the loss is the member's fit plus its own KL
+        schedule's term, as its run adds it. With ``backward``, each member's gradients go to
+        ``grads`` for ``backward``.
 
-        ``vectorized``: one ``vmap`` over the members, each layer one batched product (fewer, larger
-        operations: what a GPU wants). Otherwise one member after another on its slice of the stacked
-        weights, the very operations of its separate run, so bit-exact; on the CPU, where a batched
-        product is no faster than M single ones (docs/performance.md), that is as fast or faster."""
-        params, buffers = self.weights()
-
-        def one(params, buffers, x, y, eps, weight):
-            return functional_call(self.terms, (params, buffers), (x, y, eps, weight))
-
+        Each member's own step (not ``vectorized``): its model steps as its run's does (the very
+        operations), ``workers`` members side by side in threads, each at one of torch's threads: on
+        a CPU, two small models on two cores finish sooner than one after another on both cores
+        (docs/performance.md). ``vectorized``: one ``vmap`` over the members' weights stacked (M,
+        *shape), each layer one batched product (fewer, larger operations: what a GPU wants)."""
+        members = range(len(self.members))
         if self.vectorized:
-            return vmap(one, in_dims=(0, 0, x_dims, x_dims, 0, 0))(params, buffers, x, y, eps, weight)
-        # unbind: one view per member, and one backward operation that stacks all members' gradients
-        params, buffers = ({name: t.unbind(0) for name, t in weights.items()} for weights in (params, buffers))
-        outputs = [one({name: t[i] for name, t in params.items()}, {name: t[i] for name, t in buffers.items()},
-                       x if x_dims is None else x[i], y if x_dims is None else y[i], eps[i], weight[i])
-                   for i in range(len(self.members))]
-        terms = {key: torch.stack([terms[key] for terms, _ in outputs]) for key in outputs[0][0]}
-        return terms, torch.stack([mu for _, mu in outputs])
+            def stacked(named):  # name -> (M, *shape), named for functional_call of MemberLoss
+                tensors = [dict(named(member.model)) for member in self.members]
+                return {f"model.{name}": torch.stack([t[name] for t in tensors]) for name in tensors[0]}
+
+            def one(params, buffers, x, y, eps, weight):
+                return functional_call(self.members[0].terms, (params, buffers), (x, y, eps, weight))
+
+            terms, mu = vmap(one, in_dims=(0, 0, x_dims, x_dims, 0, 0))(stacked(nn.Module.named_parameters),
+                                                              stacked(nn.Module.named_buffers), x, y, eps, weight)
+            losses = torch.stack([terms["fit"][i] + self.members[i].kl_schedule.term(terms["penalised"][i], epoch)
+                                  for i in members])
+            if backward:  # d(sum)/d(member i's weights) = d(loss_i)/d(its weights)
+                weights = [w for m in self.members for w in m.weights]
+                grads = iter(torch.autograd.grad(losses.sum(), weights, allow_unused=True))
+                self.grads = [[next(grads) for _ in m.weights] for m in self.members]
+            return losses.detach(), {key: value.detach() for key, value in terms.items()}, mu.detach()
+        modes = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+        def one(i):  # grad and inference mode are per thread: the caller's, in the worker
+            with torch.inference_mode(modes[1]), torch.set_grad_enabled(modes[0]):
+                member = self.members[i]
+                terms, mu = member.terms(x if x_dims is None else x[i], y if x_dims is None else y[i], eps[i], weight[i])
+                loss = terms["fit"] + member.kl_schedule.term(terms["penalised"], epoch)
+                grads = torch.autograd.grad(loss, member.weights, allow_unused=True) if backward else None
+                return loss.detach(), {key: value.detach() for key, value in terms.items()}, mu.detach(), grads
+
+        if self.workers > 1 and self.pool is None:
+            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vae_lab-member")
+        outputs = list(self.pool.map(one, members) if self.workers > 1 else map(one, members))
+        if backward:
+            self.grads = [grads for *_, grads in outputs]
+        terms = {key: torch.stack([terms[key] for _, terms, _, _ in outputs]) for key in outputs[0][1]}
+        return torch.stack([loss for loss, *_ in outputs]), terms, torch.stack([mu for _, _, mu, _ in outputs])
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        """Lightning's backward hook (``loss``, the members' summed, has no graph): each member's
+        gradients as ``_run_members`` took them (None where a weight was not used, as in its run)."""
+        for member, grads in zip(self.members, self.grads):
+            for weights, grad in zip(member.weights, grads):
+                # the layout autograd would give .grad: the fused optimizers read both tensors as laid
+                # out alike, and vmap's gradient of a linear weight comes transposed
+                if grad is not None and grad.stride() != weights.stride():
+                    grad = torch.empty_like(weights).copy_(grad)
+                weights.grad = grad
+        self.grads = None
+
+    def teardown(self, stage: str) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
     def _noise(self, step: int | None, batch: int) -> torch.Tensor:
         """(M, k, B, z_dim): each member's draw as its run's ``VAELoss`` makes it after
@@ -300,14 +330,11 @@ class StackedVAE(LitVAE):
             draws.append(torch.randn(shape, generator=member.noise, device=member.noise.device))
         return torch.stack(draws).to(self.device)
 
-    def _member_losses(self, terms: dict, epoch: float | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """(losses (M,), values (M, T) detached, term names): each member's loss is its fit plus its
-        own KL schedule's term, added outside vmap as its run adds it."""
-        losses = torch.stack([terms["fit"][i] + member.kl_schedule.term(terms["penalised"][i], epoch)
-                              for i, member in enumerate(self.members)])
+    @staticmethod
+    def _values(losses: torch.Tensor, terms: dict) -> tuple[torch.Tensor, list[str]]:
+        """(values (M, T) detached, term names): what a run logs, its loss first."""
         names = ["loss", *(key for key in terms if key not in ("fit", "penalised"))]
-        values = torch.stack([losses.detach(), *(terms[key].detach() for key in names[1:])], dim=1)
-        return losses, values, names
+        return torch.stack([losses.detach(), *(terms[key].detach() for key in names[1:])], dim=1), names
 
     def on_fit_start(self):
         super().on_fit_start()
@@ -337,6 +364,7 @@ class StackedVAE(LitVAE):
     def on_train_epoch_start(self):
         self.epoch_sums, self.epoch_count, self.started = 0.0, 0, time.perf_counter()
         for member in self.members:  # what a run's checkpoints callback does as an epoch starts
+            member.model.train()
             member.call(member.checkpoints, "on_train_epoch_start", self.trainer, self)
 
     def _step_loss(self, batch) -> torch.Tensor:
@@ -347,21 +375,21 @@ class StackedVAE(LitVAE):
             x = torch.stack([bernoulli_draw(x[i], (m.seed * 1_000_003 + step) * 2 + 1)
                              for i, m in enumerate(self.members)])
         weight = torch.tensor([m.kl_schedule.weight(epoch) for m in self.members], device=self.device)
-        terms, _ = self._terms(x, y, self._noise(step, x.shape[1]), weight, x_dims=0)
-        losses, values, names = self._member_losses(terms, epoch)
+        losses, terms, _ = self._run_members(x, y, self._noise(step, x.shape[1]), weight, 0, epoch, backward=True)
+        values, names = self._values(losses, terms)
         every = self.trainer.log_every_n_steps
         if self.members[0].guarded and (self.device.type == "cpu" or (every and step % every == 0)):
             self._check_finite(losses)  # as FiniteGuard: every step on the CPU, on a GPU when the values are read
         if every and step % every == 0:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            for member, row in zip(self.members, values.tolist()):  # one host copy for all
+            groups = self.trainer.optimizers[0].param_groups  # a group per member
+            for member, row, group in zip(self.members, values.tolist(), groups):  # one host copy for all
                 scalars = {f"train/{k}": v for k, v in zip(names, row)}
                 scalars.update({f"train/{k}": v for k, v in member.kl_schedule.logged(epoch).items()})
-                member.log({**scalars, "train/lr": lr}, step)
+                member.log({**scalars, "train/lr": group["lr"]}, step)
         self.epoch_sums = self.epoch_sums + values * x.shape[1]
         self.epoch_count += x.shape[1]
         self.loss_terms = names
-        return losses.sum()  # d(sum)/d(member i's weights) = d(loss_i)/d(its weights)
+        return losses.sum()  # what Lightning records; the gradients are taken already (backward)
 
     def _check_finite(self, losses: torch.Tensor) -> None:
         bad = [m.name for m, ok in zip(self.members, torch.isfinite(losses.detach()).tolist()) if not ok]
@@ -388,8 +416,8 @@ class StackedVAE(LitVAE):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         weight = torch.tensor([m.kl_schedule.weight(None) for m in self.members], device=self.device)
-        terms, mu = self._terms(x, y, self._noise(None, len(x)), weight, x_dims=None)
-        _, values, self.val_terms = self._member_losses(terms, None)
+        losses, terms, mu = self._run_members(x, y, self._noise(None, len(x)), weight, None, None, backward=False)
+        values, self.val_terms = self._values(losses, terms)
         self.val_sums = self.val_sums + values * len(x)
         self.val_count += len(x)
         # Σ mu, Σ mu², count per member: (M, 3, z_dim), as LitVAE's running sums
@@ -428,9 +456,10 @@ class MultiStepStackedVAE(StackedVAE, MultiStepVAE):
 
 class MemberCheckpointIO(AtomicCheckpointIO):
     """Writes the stacked trainer's checkpoint as one Lightning checkpoint per member: the member's
-    weights (``model.<name>``, sliced from the stacked ones), its slice of the optimizer state, its
-    config as the hyperparameters, its ``RunCheckpoints`` state, and the loops, epoch, step and LR
-    schedulers as they are (every member's). ``select`` says which members the next save is for;
+    weights (``model.<name>``), its parameter group of the optimizer and its state (numbered as in
+    its run), its entry of each LR scheduler's per-group lists, its config as the hyperparameters,
+    its ``RunCheckpoints`` state, and the loops, epoch and step as they are (every member's).
+    ``select`` says which members the next save is for;
     ``trainer.save_checkpoint(name)`` then writes ``<member>/checkpoints/<name>`` for each."""
 
     def __init__(self, module: StackedVAE):
@@ -442,17 +471,20 @@ class MemberCheckpointIO(AtomicCheckpointIO):
         return self
 
     def member_checkpoint(self, checkpoint: dict, i: int) -> dict:
-        member, m = self.module.members[i], len(self.module.members)
-
-        def sliced(value):  # a stacked optimizer state (M, *shape) -> the member's; scalars ("step") as they are
-            return value[i].clone() if isinstance(value, torch.Tensor) and value.dim() and len(value) == m else value
-
-        optimizers = [{"state": {key: {name: sliced(v) for name, v in state.items()}
-                                 for key, state in optimizer["state"].items()},
-                       "param_groups": copy.deepcopy(optimizer["param_groups"])}
-                      for optimizer in checkpoint["optimizer_states"]]
+        member = self.module.members[i]
+        optimizers = []
+        for optimizer in checkpoint["optimizer_states"]:  # the member's parameter group, numbered as in its run
+            group = copy.deepcopy(optimizer["param_groups"][i])
+            state = {new: copy.deepcopy(optimizer["state"][old]) for new, old in enumerate(group["params"])
+                     if old in optimizer["state"]}
+            optimizers.append({"state": state, "param_groups": [{**group, "params": list(range(len(group["params"])))}]})
+        groups = len(self.module.members)
+        schedulers = [{key: [value[i]] if isinstance(value, list) and len(value) == groups else copy.deepcopy(value)
+                       for key, value in scheduler.items()}  # base_lrs, _last_lr, ...: one per group
+                      for scheduler in checkpoint.get("lr_schedulers", [])]
         state = member.checkpoints.state_dict()
         return {**checkpoint, "state_dict": self.module.member_state(i), "optimizer_states": optimizers,
+                **({"lr_schedulers": schedulers} if "lr_schedulers" in checkpoint else {}),
                 "callbacks": {member.checkpoints.state_key: state}, "hparams_name": "config",
                 "hyper_parameters": copy.deepcopy(member.config)}
 
@@ -507,13 +539,19 @@ class StackedCheckpoints(Checkpoint):
             member.call(member.summary, "on_exception", trainer, module, exception)
 
 
-def train_stacked(cfgs: Sequence[DictConfig], callbacks: Sequence[Callback] = (), vectorized: bool | None = None) -> list[float]:
+def train_stacked(cfgs: Sequence[DictConfig], callbacks: Sequence[Callback] = (), vectorized: bool | None = None,
+                  workers: int | None = None) -> list[float]:
     """Train the runs ``cfgs`` (each as composed for its job, checked by ``vae_lab.config.check_config``)
     as one stacked model; returns each run's final val/loss per sample, in order. Refuses, in one
     line and before any file is written, runs that cannot stack (``check_stackable``). ``callbacks``
     join the stacked trainer's (scripts watch it with them; they see the stacked module).
-    ``vectorized``: the members' step as one ``vmap`` (True) or one member after another (False,
-    bit-exact); None: vmap on a GPU, one after another on the CPU (``StackedVAE._terms``)."""
+    ``vectorized``: the members' step as one ``vmap`` (True) or each member's own step (False);
+    None: vmap on a GPU, each member's own on the CPU. ``workers``: how many members step side by
+    side, each in a thread at one of torch's threads (``StackedVAE._run_members``); None: as many
+    as torch has threads on the CPU (one per core), one on a GPU. At ``workers=1`` each member's
+    step is the very computation of its separate run at the same thread count (bit-exact)."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise VaeLabError(f"hydra.launcher.workers={workers} must be an integer >= 1 (or null: one per CPU thread)")
     start_process()
     configs = [upgraded(OmegaConf.to_container(cfg, resolve=True)) for cfg in cfgs]
     check_stackable(configs)
@@ -533,11 +571,21 @@ def train_stacked(cfgs: Sequence[DictConfig], callbacks: Sequence[Callback] = ()
     io = MemberCheckpointIO(module)
     sweep_dir = Path(configs[0]["output_dir"]).parent
     trainer = build_trainer(configs[0]["trainer"], None, [StackedCheckpoints(io), *callbacks], sweep_dir, checkpoint_io=io)
-    module.vectorized = trainer.strategy.root_device.type != "cpu" if vectorized is None else vectorized
+    cpu = trainer.strategy.root_device.type == "cpu"
+    module.vectorized = not cpu if vectorized is None else vectorized
+    threads = torch.get_num_threads()
+    module.workers = 1 if module.vectorized else min(len(members), workers or (threads if cpu else 1))
     for member in members:
         member.start()
-    runs = ", ".join(f"beta={member.config['beta']} seed={member.seed}" for member in members)
+    lrs = len({member.config.get("lr") for member in members}) > 1
+    runs = ", ".join(f"beta={member.config['beta']} seed={member.seed}" + (f" lr={member.config['lr']}" if lrs else "")
+                     for member in members)
     print(f"vae_lab: training {len(members)} runs as one stacked model: {runs}", flush=True)
-    trainer.validate(module, verbose=False)  # val/* at step 0, as every run's curves start
-    trainer.fit(module, weights_only=True)
+    if module.workers > 1:
+        torch.set_num_threads(1)  # each member's thread at one of torch's threads (read by each new thread)
+    try:
+        trainer.validate(module, verbose=False)  # val/* at step 0, as every run's curves start
+        trainer.fit(module, weights_only=True)
+    finally:
+        torch.set_num_threads(threads)
     return [member.metrics["val/loss"].item() for member in members]
