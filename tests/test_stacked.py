@@ -135,13 +135,18 @@ def test_what_cannot_stack_is_refused_in_one_line(jobs, message, tmp_path):
         check_stackable(configs)
 
 
-def test_a_refused_stacked_sweep_writes_no_run(tmp_path, data_root):
+@pytest.mark.parametrize("grid, error", [
+    (["z_dim=2,20"], "model.z_dim differs between jobs (2, 20): stacked members must share every shape; "
+                     "run without hydra/launcher=stacked"),
+    (["beta=1,8", "hydra.launcher.workers=0"], "hydra.launcher.workers=0 must be an integer >= 1 (or null: one per "
+                                               "CPU thread)"),
+], ids=["shapes", "workers"])
+def test_a_refused_stacked_sweep_writes_no_run(grid, error, tmp_path, data_root):
     sweep = tmp_path / "sweep"
-    result = run_sweep("z_dim=2,20", *TINY_RUN, "hydra/launcher=stacked", sweep_dir=sweep)
+    result = run_sweep(*grid, *TINY_RUN, "hydra/launcher=stacked", sweep_dir=sweep)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: model.z_dim differs between jobs (2, 20): stacked members must share every shape; "
-                      "run without hydra/launcher=stacked"]
+    assert errors == [f"error: {error}"]
     assert not [p for p in sweep.iterdir() if p.is_dir()]  # Hydra's job folders removed again
 
 
