@@ -19,7 +19,7 @@ from vae_lab.training.stacked import check_stackable, train_stacked
 # at its run's thread count: the very operations of the separate run; at 2 threads every member's
 # weights have come out bit-identical to its run's, at one thread (MKL's single-threaded products
 # are not the same bit for bit on every buffer) within 1e-9 after 10 steps. Side by side (workers=2),
-# each member at one thread against its run's two: dense's weights came out bit-identical, conv's
+# each member at one thread against its run's two (measured with -n 0): dense's weights came out bit-identical, conv's
 # within 1.1e-6 (oneDNN's convolutions sum in another order at one thread; Adam's step is about lr
 # wherever a gradient is near 0, so a last-bit difference there moves a weight by more). One vmap
 # over the members (vectorized=True, the default on a GPU): a batched product sums in another
