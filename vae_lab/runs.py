@@ -42,6 +42,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
+def epochs_done(checkpoint: dict) -> int:
+    """The epochs a run had finished when the checkpoint was saved (vae_lab saves it as an epoch ends)."""
+    return checkpoint.get("epoch", -1) + 1
+
+
 def _plain(value) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _plain(v) for k, v in value.items())

@@ -285,14 +285,14 @@ def go_on(cfg: DictConfig, folder: Path) -> tuple[str, str | None]:
     from the start, its events removed (the training logs them again). Returns (done or resumed,
     what it will do in words, None for a job that starts afresh)."""
     from vae_lab.events import PATTERN, cut_after_mark
-    from vae_lab.runs import load_checkpoint
+    from vae_lab.runs import epochs_done, load_checkpoint
 
     # Lightning's notice that the checkpoints folder is not empty: it is this run's own
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     last = folder / "checkpoints" / "last.ckpt"
     if last.is_file():
         checkpoint = load_checkpoint(last)
-        epoch, step = checkpoint["epoch"] + 1, checkpoint["global_step"]
+        epoch, step = epochs_done(checkpoint), checkpoint["global_step"]
         if epoch < cfg.epochs:
             cut_after_mark(folder, step)
             with read_write(cfg), open_dict(cfg):

@@ -4,7 +4,7 @@ import os
 import torch
 
 from vae_lab.errors import VaeLabError
-from vae_lab.runs import CONFIG_KEY, load_checkpoint, stored_config
+from vae_lab.runs import CONFIG_KEY, epochs_done, load_checkpoint, stored_config
 
 
 def read_resumable(path: str | os.PathLike, steps_per_execution: int, max_epochs: int | None = None) -> dict:
@@ -19,7 +19,7 @@ def read_resumable(path: str | os.PathLike, steps_per_execution: int, max_epochs
     if (trained == 1) != (steps_per_execution == 1):
         raise VaeLabError(f"{path}: trained with trainer.steps_per_execution={trained}; resume it with "
                           f"trainer.steps_per_execution={trained}")
-    done = checkpoint.get("epoch", -1) + 1  # the epochs it finished (it is saved as its last epoch ends)
+    done = epochs_done(checkpoint)
     if max_epochs is not None and max_epochs >= 0 and done >= max_epochs:
         raise VaeLabError(f"{path}: its run has trained {done} epochs, and epochs={max_epochs} leaves none to "
                           f"train; to go on, ask for more (epochs={done + 10}, say)")
